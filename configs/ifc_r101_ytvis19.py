@@ -1,0 +1,22 @@
+r"""IFC, ResNet-101 (MSRA weights), YouTube-VIS 2019: the paper's R-101 recipe (SPEC §1.1).
+
+Same recipe as R-50; the backbone is detectron2's MSRA R-101: stride in the 1x1 conv, BGR
+input, caffe mean and unit std.
+
+  python main.py train --config configs/ifc_r101_ytvis19.py --workdir workdirs/r101_ytvis19
+  python main.py summary --config configs/ifc_r101_ytvis19.py
+"""
+
+import ml_collections
+
+from configs import ifc_r50_ytvis19
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ifc_r50_ytvis19.get_config()
+    config.model.backbone.depth = 101
+    config.model.backbone.stride_in_1x1 = True
+    config.model.input_format = "BGR"
+    config.model.pixel_mean = (103.530, 116.280, 123.675)
+    config.model.pixel_std = (1.0, 1.0, 1.0)
+    return config

@@ -1,0 +1,63 @@
+"""Command-line entry point: `python main.py SUBCOMMAND ...`.
+
+Each subcommand lives in `ifc_jax/commands/<name>.py` and exposes `add_arguments(parser)` and
+`run(args) -> int`. Command modules import heavy libraries (jax, tensorflow) inside `run`, so
+`--help` is instant and a command only pays for what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ifc_jax.errors import UserError
+
+# name -> one-line help. Order is the order shown in `--help`.
+SUBCOMMANDS: dict[str, str] = {
+    "flops": "encoder GFLOPs of the communication variants (the paper's table)",
+    "summary": "parameters per module and forward GFLOPs per frame of a config's model",
+    "benchmark": "measured speed (data pipeline, ...) as a table or JSON",
+}
+
+CONFIG_OVERRIDE_PREFIX = "--config."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python main.py",
+        description="IFC video instance segmentation in JAX/Flax.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in SUBCOMMANDS.items():
+        module = importlib.import_module(f"ifc_jax.commands.{name}")
+        sub = subparsers.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(sub)
+    return parser
+
+
+def split_config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separates `--config.a.b=value` overrides from the other arguments."""
+    overrides, rest = [], []
+    for arg in argv:
+        (overrides if arg.startswith(CONFIG_OVERRIDE_PREFIX) else rest).append(arg)
+    return rest, [arg[len("--") :] for arg in overrides]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    rest, overrides = split_config_overrides(argv)
+    parser = build_parser()
+    args = parser.parse_args(rest)
+    args.config_overrides = overrides
+    if overrides and not hasattr(args, "config"):
+        parser.error(f"'{args.command}' takes no --config.KEY=VALUE overrides")
+    module = importlib.import_module(f"ifc_jax.commands.{args.command}")
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
