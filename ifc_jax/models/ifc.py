@@ -1,0 +1,228 @@
+"""The whole IFC model: backbone -> encoder -> decoder + spatial decoder -> class and mask heads.
+
+Input: raw RGB frames and their padding mask; output: class logits and stride-8 mask logits
+for every decoder layer (SPEC §1.4). Everything is NHWC and tokens are (B, T, hw, C).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ifc_jax.models.decoder import TransformerDecoder
+from ifc_jax.models.encoder import COMMUNICATION_VARIANTS, build_encoder
+from ifc_jax.models.heads import dynamic_mask_logits
+from ifc_jax.models.layers import MLP, torch_default_bias_init, torch_default_kernel_init
+from ifc_jax.models.position import sine_position_encoding
+from ifc_jax.models.resnet import ResNet
+from ifc_jax.models.spatial_decoder import SpatialDecoder
+
+Array = jax.Array
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def level_padding_mask(valid_height: Array, valid_width: Array, size: tuple[int, int],
+                       stride: int) -> Array:
+    """Padding mask of a feature level: valid = the top-left ceil(h/s) x ceil(w/s) region.
+
+    valid_height, valid_width: (N,) int32 valid pixels of each frame. Returns (N, *size) bool.
+    """
+    rows = -(-valid_height // stride)
+    cols = -(-valid_width // stride)
+    row_padded = jnp.arange(size[0])[None, :] >= rows[:, None]
+    col_padded = jnp.arange(size[1])[None, :] >= cols[:, None]
+    return row_padded[:, :, None] | col_padded[:, None, :]
+
+
+class IFC(nn.Module):
+    """Inter-Frame Communication Transformer for video instance segmentation.
+
+    Attributes mirror `config.model` (see configs/ifc_r50_ytvis19.py); build one from a
+    config with `IFC.from_config(config.model)`.
+    """
+
+    num_classes: int = 40
+    hidden_dim: int = 256
+    num_heads: int = 8
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    enc_layers: int = 3
+    dec_layers: int = 3
+    communication: str = "ifc"
+    num_memory_tokens: int = 8
+    num_queries: int = 100
+    backbone_depth: int = 50
+    backbone_width: int = 64
+    backbone_stage_blocks: Sequence[int] = ()
+    stride_in_1x1: bool = False
+    freeze_at: int = 2
+    input_format: str = "RGB"
+    pixel_mean: Sequence[float] = (123.675, 116.280, 103.530)
+    pixel_std: Sequence[float] = (58.395, 57.120, 57.375)
+    dtype: Any = jnp.float32
+
+    @classmethod
+    def from_config(cls, model_config: Mapping[str, Any]) -> IFC:
+        """Builds the model from a `config.model` ConfigDict (or a plain nested dict)."""
+        backbone = model_config["backbone"]
+        dtype_name = model_config["dtype"]
+        if dtype_name not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype_name!r}")
+        return cls(
+            num_classes=model_config["num_classes"],
+            hidden_dim=model_config["hidden_dim"],
+            num_heads=model_config["num_heads"],
+            dim_feedforward=model_config["dim_feedforward"],
+            dropout=model_config["dropout"],
+            enc_layers=model_config["enc_layers"],
+            dec_layers=model_config["dec_layers"],
+            communication=model_config["communication"],
+            num_memory_tokens=model_config["num_memory_tokens"],
+            num_queries=model_config["num_queries"],
+            backbone_depth=backbone["depth"],
+            backbone_width=backbone["width"],
+            backbone_stage_blocks=tuple(backbone["stage_blocks"]),
+            stride_in_1x1=backbone["stride_in_1x1"],
+            freeze_at=backbone["freeze_at"],
+            input_format=model_config["input_format"],
+            pixel_mean=tuple(model_config["pixel_mean"]),
+            pixel_std=tuple(model_config["pixel_std"]),
+            dtype=DTYPES[dtype_name],
+        )
+
+    def normalize(self, frames: Array, padding_mask: Array) -> Array:
+        """(N, H, W, 3) RGB 0..255 -> the backbone's format, normalised, zero where padded."""
+        x = frames.astype(jnp.float32)
+        if self.input_format == "BGR":
+            x = x[..., ::-1]
+        elif self.input_format != "RGB":
+            raise ValueError(f"input_format must be RGB or BGR, got {self.input_format!r}")
+        x = (x - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
+        return jnp.where(padding_mask[..., None], 0.0, x).astype(self.dtype)
+
+    @nn.compact
+    def __call__(
+        self,
+        frames: Array,
+        padding_mask: Array,
+        train: bool = False,
+        all_layers: bool | None = None,
+    ) -> dict[str, Array]:
+        """Runs the model on a batch of clips.
+
+        Args:
+          frames: (B, T, H, W, 3) RGB pixels in 0..255 (uint8 or float), zero-padded.
+          padding_mask: (B, T, H, W) bool, True on padded pixels. Each frame's valid region is
+            its top-left corner.
+          train: enables dropout (needs a 'dropout' rng).
+          all_layers: heads on every decoder layer (deep supervision); default = `train`.
+        Returns:
+          `pred_logits` (L, B, N, K+1) and `pred_masks` (L, B, N, T, ceil(H/8), ceil(W/8)),
+          float32, with L = dec_layers if all_layers else 1 (the last layer).
+        """
+        if self.communication not in COMMUNICATION_VARIANTS:
+            raise ValueError(f"unknown communication variant {self.communication!r}")
+        all_layers = train if all_layers is None else all_layers
+        deterministic = not train
+        batch, frames_per_clip, height, width = padding_mask.shape
+        flat_mask = padding_mask.reshape(batch * frames_per_clip, height, width)
+        pixels = self.normalize(
+            frames.reshape(batch * frames_per_clip, height, width, frames.shape[-1]), flat_mask
+        )
+        features = ResNet(
+            depth=self.backbone_depth,
+            width=self.backbone_width,
+            stage_blocks=self.backbone_stage_blocks,
+            stride_in_1x1=self.stride_in_1x1,
+            freeze_at=self.freeze_at,
+            dtype=self.dtype,
+            name="backbone",
+        )(pixels)
+
+        res5 = features["res5"]
+        h5, w5 = res5.shape[1:3]
+        valid_height = jnp.sum(~flat_mask[:, :, 0], axis=1)
+        valid_width = jnp.sum(~flat_mask[:, 0, :], axis=1)
+        mask5 = level_padding_mask(valid_height, valid_width, (h5, w5), 32)
+        position = sine_position_encoding(mask5, self.hidden_dim).astype(self.dtype)
+        projected = nn.Conv(
+            self.hidden_dim,
+            (1, 1),
+            dtype=self.dtype,
+            kernel_init=torch_default_kernel_init,
+            bias_init=torch_default_bias_init(res5.shape[-1]),
+            name="input_proj",
+        )(res5)
+
+        clip_shape = (batch, frames_per_clip, h5 * w5)
+        encoded = build_encoder(
+            self.communication,
+            num_layers=self.enc_layers,
+            num_heads=self.num_heads,
+            dim_feedforward=self.dim_feedforward,
+            dropout=self.dropout,
+            num_memory_tokens=self.num_memory_tokens,
+            dtype=self.dtype,
+        )(
+            projected.reshape(*clip_shape, self.hidden_dim),
+            position.reshape(*clip_shape, self.hidden_dim),
+            mask5.reshape(clip_shape),
+            deterministic,
+        )
+
+        # Decoder keys: all frame tokens of the clip (t-major), then all its memory tokens.
+        frame_tokens = encoded.frame_tokens
+        memory = frame_tokens.reshape(batch, -1, self.hidden_dim)
+        memory_position = position.reshape(batch, -1, self.hidden_dim)
+        memory_mask = mask5.reshape(batch, -1)
+        if encoded.memory_tokens is not None:
+            memory_tokens = encoded.memory_tokens
+            memory = jnp.concatenate(
+                [memory, memory_tokens.reshape(batch, -1, self.hidden_dim)], axis=1
+            )
+            slot_position = jnp.broadcast_to(
+                encoded.memory_position.astype(self.dtype), memory_tokens.shape
+            )
+            memory_position = jnp.concatenate(
+                [memory_position, slot_position.reshape(batch, -1, self.hidden_dim)], axis=1
+            )
+            memory_mask = jnp.concatenate(
+                [memory_mask, jnp.zeros((batch, memory_tokens.shape[1] * memory_tokens.shape[2]),
+                                        bool)], axis=1
+            )
+        query_embed = self.param(
+            "query_embed", nn.initializers.normal(1.0), (self.num_queries, self.hidden_dim),
+            jnp.float32,
+        )
+        decoded = TransformerDecoder(
+            num_layers=self.dec_layers,
+            num_heads=self.num_heads,
+            dim_feedforward=self.dim_feedforward,
+            dropout=self.dropout,
+            dtype=self.dtype,
+            name="decoder",
+        )(query_embed, memory, memory_position, memory_mask, deterministic)
+        if not all_layers:
+            decoded = decoded[-1:]
+
+        class_logits = MLP((self.hidden_dim, self.num_classes + 1), self.dtype,
+                           name="class_embed")(decoded)
+        mask_features = SpatialDecoder(self.hidden_dim, dtype=self.dtype,
+                                       name="spatial_decoder")(
+            frame_tokens.reshape(batch * frames_per_clip, h5, w5, self.hidden_dim),
+            features["res4"],
+            features["res3"],
+        )
+        kernels = MLP((self.hidden_dim,) * 3, self.dtype, name="mask_kernel")(decoded)
+        mask_logits = dynamic_mask_logits(
+            kernels, mask_features.reshape(batch, frames_per_clip, *mask_features.shape[1:])
+        )
+        return {
+            "pred_logits": class_logits.astype(jnp.float32),
+            "pred_masks": mask_logits.astype(jnp.float32),
+        }
