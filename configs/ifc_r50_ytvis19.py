@@ -45,10 +45,13 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Data (SPEC §7.3 training sampling/augmentation, §8.1 test resize).
     config.data = ml_collections.ConfigDict()
+    # dataset: toy (generated on first use) | tfds (a youtube_vis TFDS build) | any other
+    # name (ytvis19, ytvis21, ovis): YouTube-VIS JSON + frame folders under root
+    # (data/README.md shows the layout and the overrides for YouTube-VIS 2021 and OVIS).
     config.data.dataset = "ytvis19"
     config.data.root = "data/ytvis_2019"
-    config.data.train_json = "train.json"
-    config.data.train_frames = "train/JPEGImages"
+    config.data.train_json = "train.json"  # relative to root
+    config.data.train_frames = "train/JPEGImages"  # the folder file_names are relative to
     config.data.val_json = "valid.json"
     config.data.val_frames = "valid/JPEGImages"
     config.data.num_frames = 5  # T
@@ -59,6 +62,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.test_short_side = 360
     config.data.test_max_size = 1333
     config.data.max_instances = 25  # per clip, padded with invalid slots
+    # Static padded size of every training clip (multiples of 32). 480 x 864 holds a 16:9
+    # video at short side 480; a clip that would not fit is scaled down until it does.
+    config.data.pad_height = 480
+    config.data.pad_width = 864
+    config.data.check_frame_files = True  # stat every frame file when the split is loaded
+    config.data.num_parallel_calls = -1  # clips decoded concurrently; -1 = tf.data AUTOTUNE
+    config.data.prefetch_batches = 2  # batches prepared ahead of the train step
+    # dataset == "tfds" only: the TFDS build, its data_dir ("" = TFDS default) and the step
+    # between annotated frames in it (0: every frame, the *_only_frames_with_labels builds;
+    # 5: the full builds).
+    config.data.tfds_name = "youtube_vis/only_frames_with_labels"
+    config.data.tfds_data_dir = ""
+    config.data.tfds_frame_stride = 0
 
     # Optimisation (SPEC §7.1, §7.3).
     config.train = ml_collections.ConfigDict()
@@ -71,7 +87,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.weight_decay = 1e-4
     config.train.grad_clip_norm = 0.01
     config.train.seed = 0
-    config.train.init_from = ""
+    config.train.matcher = "host"  # host (scipy, one callback per device) | device (optax)
+    config.train.log_every = 20  # steps between log lines / TensorBoard scalars
+    config.train.checkpoint_every = 500  # steps between checkpoints
+    config.train.keep_checkpoints = 3
+    config.train.init_from = ""  # a workdir or checkpoint to start from (not resumed from)
+    config.train.init_exclude = ("class_embed",)  # params not taken from init_from
+
+    # Multi-host: "off" (one process), "auto" (TPU pods, SLURM: jax finds the cluster) or
+    # "explicit" (coordinator address, process count and this process's id below).
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.mode = "off"
+    config.distributed.coordinator_address = ""
+    config.distributed.num_processes = 1
+    config.distributed.process_id = 0
 
     # Inference (SPEC §8).
     config.inference = ml_collections.ConfigDict()

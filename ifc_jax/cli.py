@@ -15,9 +15,11 @@ from ifc_jax.errors import UserError
 
 # name -> one-line help. Order is the order shown in `--help`.
 SUBCOMMANDS: dict[str, str] = {
+    "train": "train a model (resumable, multi-host); checkpoints and TensorBoard in --workdir",
     "flops": "encoder GFLOPs of the communication variants (the paper's table)",
     "summary": "parameters per module and forward GFLOPs per frame of a config's model",
     "benchmark": "measured speed (data pipeline, ...) as a table or JSON",
+    "score": "AP/AR of a results.json against YouTube-VIS / OVIS ground truth",
 }
 
 CONFIG_OVERRIDE_PREFIX = "--config."

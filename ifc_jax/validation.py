@@ -50,3 +50,42 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
     _require(backbone["width"] >= 1, "backbone.width", f"must be >= 1, got {backbone['width']}")
     _require(0 <= backbone["freeze_at"] <= 5, "backbone.freeze_at",
              f"must be in 0..5, got {backbone['freeze_at']}")
+
+
+def _require_train(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise UserError(f"config.{key}: {message}")
+
+
+def validate_train_config(config: Any, device_count: int, process_count: int) -> None:
+    """Raises UserError naming the first bad value of a training config (before compiling)."""
+    import os
+
+    validate_model_config(config.model)
+    data, train = config.data, config.train
+    _require_train(data.num_frames >= 1, "data.num_frames",
+                   f"clip length T must be >= 1, got {data.num_frames}")
+    batch = train.batch_size
+    _require_train(batch >= 1, "train.batch_size", f"must be >= 1, got {batch}")
+    _require_train(batch % device_count == 0, "train.batch_size",
+                   f"{batch} clips cannot be split evenly over {device_count} devices")
+    _require_train(batch % process_count == 0, "train.batch_size",
+                   f"{batch} clips cannot be split evenly over {process_count} processes")
+    _require_train(data.max_instances <= config.model.num_queries, "data.max_instances",
+                   f"{data.max_instances} GT slots exceed the {config.model.num_queries} queries")
+    _require_train(train.num_steps >= 1, "train.num_steps",
+                   f"must be >= 1, got {train.num_steps}")
+    _require_train(train.lr > 0, "train.lr", f"must be > 0, got {train.lr}")
+    _require_train(train.matcher in ("host", "device"), "train.matcher",
+                   f"must be 'host' or 'device', got {train.matcher!r}")
+    _require_train(train.checkpoint_every >= 1, "train.checkpoint_every",
+                   f"must be >= 1, got {train.checkpoint_every}")
+    _require_train(train.log_every >= 1, "train.log_every",
+                   f"must be >= 1, got {train.log_every}")
+    if data.dataset != "toy":  # the toy dataset is generated on first use
+        json_path = os.path.join(data.root, data.train_json)
+        _require_train(os.path.isfile(json_path), "data.root",
+                       f"training annotations {json_path} not found (see data/README.md)")
+    if train.init_from:
+        _require_train(os.path.exists(train.init_from), "train.init_from",
+                       f"{train.init_from} does not exist")

@@ -104,3 +104,24 @@ def conv2d(x, kernel, stride=1, pad=0, bias=None, groups=1):
 
 def frozen_bn(x, scale, bias, mean, var, eps=1e-5):
     return (x - mean) / np.sqrt(var + eps) * scale + bias
+
+
+def torch_bilinear_1d_weights(in_size: int, out_size: int) -> np.ndarray:
+    """(out, in) interpolation matrix of PyTorch bilinear, align_corners=False, no antialias."""
+    matrix = np.zeros((out_size, in_size))
+    scale = in_size / out_size
+    for i in range(out_size):
+        src = max((i + 0.5) * scale - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), in_size - 1)
+        i1 = min(i0 + 1, in_size - 1)
+        lam = src - i0
+        matrix[i, i0] += 1 - lam
+        matrix[i, i1] += lam
+    return matrix
+
+
+def torch_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize the two trailing axes like F.interpolate(mode='bilinear', align_corners=False)."""
+    rows = torch_bilinear_1d_weights(x.shape[-2], height)
+    cols = torch_bilinear_1d_weights(x.shape[-1], width)
+    return np.einsum("ih,...hw,jw->...ij", rows, x, cols)

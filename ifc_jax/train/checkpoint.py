@@ -1,0 +1,102 @@
+"""Checkpoints with orbax: periodic saves, keep-K, resume from the latest, load other weights.
+
+Layout: `WORKDIR/checkpoints/<step>/` holds the whole train state (see step.py). The data
+position needs no extra state: the pipeline's clip order is a pure function of (seed, batch
+number) and the batch number equals the state's step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ifc_jax.errors import UserError
+
+State = dict[str, Any]
+
+
+class Checkpoints:
+    """A thin wrapper over `ocp.CheckpointManager` for the train state."""
+
+    def __init__(self, workdir: str, save_every: int, keep: int):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(save_interval_steps=save_every,
+                                                 max_to_keep=keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore(self, template: State, step: int | None = None) -> State:
+        """The state at `step` (default latest), laid out and sharded like `template`."""
+        step = self.latest_step() if step is None else step
+        return self.manager.restore(step, args=ocp.args.StandardRestore(template))
+
+    def save(self, step: int, state: State, force: bool = False) -> bool:
+        """Saves if `step` is on the save interval (or `force`); returns whether it saved."""
+        return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _find_state_dir(path: str) -> str:
+    """Accepts a workdir, its checkpoints/ folder, or one step folder; returns the item dir."""
+    candidates = [path, os.path.join(path, "checkpoints")]
+    for candidate in candidates:
+        if not os.path.isdir(candidate):
+            continue
+        steps = sorted(int(name) for name in os.listdir(candidate) if name.isdigit())
+        if steps:
+            candidate = os.path.join(candidate, str(steps[-1]))
+        default_item = os.path.join(candidate, "default")
+        if os.path.isdir(default_item):
+            return default_item
+        if os.path.isfile(os.path.join(candidate, "_METADATA")):
+            return candidate
+    raise UserError(f"{path}: no orbax checkpoint found (expected a workdir, its checkpoints/ "
+                    "folder or a step folder)")
+
+
+def load_params(path: str) -> Any:
+    """The `params` tree of a saved train state (or of a bare params checkpoint), as numpy."""
+    item_dir = _find_state_dir(path)
+    restored = ocp.StandardCheckpointer().restore(item_dir)
+    params = restored.get("params", restored) if isinstance(restored, dict) else restored
+    return jax.tree.map(np.asarray, params)
+
+
+def merge_params(target: Any, source: Any, exclude_prefixes: Sequence[str] = ()
+                 ) -> tuple[Any, list[str], list[str]]:
+    """Copies `source` leaves into `target` where the paths and shapes match.
+
+    Paths starting with one of `exclude_prefixes` (e.g. 'class_embed') are kept from
+    `target`. Returns (merged, taken paths, kept-from-target paths). Shape mismatches fail.
+    """
+    source_flat = {jax.tree_util.keystr(path): leaf
+                   for path, leaf in jax.tree_util.tree_flatten_with_path(source)[0]}
+    taken, kept = [], []
+
+    def pick(path, leaf):
+        name = jax.tree_util.keystr(path)
+        plain = "/".join(str(getattr(entry, "key", entry)) for entry in path)
+        if plain.startswith(tuple(exclude_prefixes)) or name not in source_flat:
+            kept.append(plain)
+            return leaf
+        value = source_flat[name]
+        if tuple(value.shape) != tuple(leaf.shape):
+            raise UserError(f"init_from: {plain} has shape {tuple(value.shape)} in the "
+                            f"checkpoint but {tuple(leaf.shape)} in the model")
+        taken.append(plain)
+        return jax.numpy.asarray(value, leaf.dtype)
+
+    merged = jax.tree_util.tree_map_with_path(pick, target)
+    return merged, taken, kept

@@ -1,0 +1,238 @@
+"""`train(config, workdir)`: the sharded, resumable, preemption-safe training loop.
+
+One `Mesh` over all devices of all processes with a `data` axis; the state is replicated and
+every batch is split over `data`. Each process reads its own slice of the global batch
+(`config.train.batch_size / process_count` clips) and `make_global_batch` assembles the global
+array. Multi-host is opt-in through `config.distributed` (see `setup_distributed`).
+
+Resuming: checkpoints go to WORKDIR/checkpoints every `checkpoint_every` steps; a restart with
+the same workdir continues from the latest one, with the data order continuing where it left
+off (the pipeline is a pure function of (seed, batch number)) and per-step dropout rngs from
+`fold_in(seed, step)`, so the losses after a restart equal those of an uninterrupted run.
+SIGTERM (TPU/SLURM preemption) saves a checkpoint at the next step boundary and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ifc_jax.errors import UserError
+from ifc_jax.models.ifc import IFC
+from ifc_jax.train.checkpoint import Checkpoints, load_params, merge_params
+from ifc_jax.train.optim import build_optimizer
+from ifc_jax.train.step import BATCH_AXIS, init_state, make_train_step, select_model_inputs
+from ifc_jax.validation import validate_train_config
+
+log = logging.getLogger("ifc_jax.train")
+
+
+class TrainingDivergedError(UserError):
+    """The loss became NaN or infinite."""
+
+
+def setup_distributed(distributed: Any) -> None:
+    """Joins a multi-process JAX runtime when asked to ('auto' or 'explicit')."""
+    mode = distributed.mode
+    if mode == "off":
+        return
+    if mode == "auto":  # TPU pods, SLURM, ... : jax discovers the cluster
+        jax.distributed.initialize()
+    elif mode == "explicit":
+        if not distributed.coordinator_address:
+            raise UserError("config.distributed.coordinator_address: needed in explicit mode "
+                            "(host:port of process 0)")
+        jax.distributed.initialize(
+            coordinator_address=distributed.coordinator_address,
+            num_processes=distributed.num_processes,
+            process_id=distributed.process_id,
+        )
+    else:
+        raise UserError(f"config.distributed.mode: expected off, auto or explicit, got {mode!r}")
+
+
+def make_mesh() -> Mesh:
+    return Mesh(np.asarray(jax.devices()), (BATCH_AXIS,))
+
+
+def _ensure_dataset(config: Any) -> None:
+    """Generates the toy dataset on first use (process 0 writes, the others wait)."""
+    if config.data.dataset != "toy":
+        return
+    from jax.experimental import multihost_utils
+
+    from ifc_jax.data.toy import generate_toy_dataset
+
+    if jax.process_index() == 0:
+        generate_toy_dataset(config.data.root, **dict(config.data.get("toy", {})))
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("toy dataset ready")
+
+
+class _PreemptionFlag:
+    """Set by SIGTERM; the loop saves and stops at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            self.requested = True
+        try:
+            self._previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _log_line(step: int, num_steps: int, metrics: dict[str, float], clips_per_s: float,
+              eta_s: float) -> str:
+    terms = " ".join(f"{name[5:]} {value:.3f}" for name, value in metrics.items()
+                     if name.startswith("loss_") and name.count("_") == 1)
+    return (f"step {step}/{num_steps} | loss {metrics['loss']:.4f} ({terms}) | "
+            f"lr {metrics['lr']:.2e} | grad {metrics['grad_norm']:.3f} | "
+            f"{clips_per_s:.2f} clips/s | ETA {_format_duration(eta_s)}")
+
+
+def _initial_state(config: Any, model: IFC, optimizer, mesh: Mesh) -> dict[str, Any]:
+    replicated = NamedSharding(mesh, PartitionSpec())
+    frames = jax.ShapeDtypeStruct((1, config.data.num_frames, 64, 64, 3), np.uint8)
+    padding = jax.ShapeDtypeStruct(frames.shape[:-1], np.bool_)
+    init_fn = jax.jit(
+        lambda rng: init_state(model, optimizer, rng, np.zeros(frames.shape, frames.dtype),
+                               np.zeros(padding.shape, padding.dtype)),
+        out_shardings=replicated,
+    )
+    return init_fn(jax.random.key(config.train.seed))
+
+
+def train(config: Any, workdir: str) -> list[dict[str, float]]:
+    """Trains `config` in `workdir`; returns the logged metrics (one dict per log step)."""
+    setup_distributed(config.distributed)
+    validate_train_config(config, jax.device_count(), jax.process_count())
+    # TensorFlow (data, TensorBoard writer) is imported only once the config is known good.
+    from clu import metric_writers
+
+    from ifc_jax.data.global_batch import make_global_batch
+    from ifc_jax.data.pipeline import train_batches
+
+    _ensure_dataset(config)
+    os.makedirs(workdir, exist_ok=True)
+    mesh = make_mesh()
+    model = IFC.from_config(config.model)
+    train_cfg = config.train
+    num_steps = int(train_cfg.num_steps)
+
+    # Parameters do not depend on the input size, so a small dummy clip initialises them.
+    template_params = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), np.zeros((1, 1, 64, 64, 3), np.uint8),
+                           np.zeros((1, 1, 64, 64), bool)))["params"]
+    optimizer, schedule = build_optimizer(train_cfg, template_params,
+                                          config.model.backbone.freeze_at)
+    state = _initial_state(config, model, optimizer, mesh)
+
+    checkpoints = Checkpoints(workdir, int(train_cfg.checkpoint_every),
+                              int(train_cfg.keep_checkpoints))
+    start_step = checkpoints.latest_step()
+    if start_step is not None:
+        state = checkpoints.restore(state, start_step)
+        log.info("resumed from %s at step %d", checkpoints.directory, start_step)
+    else:
+        start_step = 0
+        if train_cfg.init_from:
+            merged, taken, kept = merge_params(state["params"], load_params(train_cfg.init_from),
+                                               tuple(train_cfg.init_exclude))
+            state["params"] = jax.device_put(merged, NamedSharding(mesh, PartitionSpec()))
+            log.info("initialised %d params from %s; %d kept from random init (%s)",
+                     len(taken), train_cfg.init_from, len(kept), ", ".join(kept[:8]))
+
+    if start_step >= num_steps:
+        log.info("already trained: step %d >= train.num_steps %d", start_step, num_steps)
+        checkpoints.close()
+        return []
+
+    base_rng = jax.random.fold_in(jax.random.key(train_cfg.seed), 1)
+    train_step = make_train_step(model, optimizer, schedule, base_rng, mesh, train_cfg.matcher)
+    batches = train_batches(config, start_batch=start_step)
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    interactive = sys.stderr.isatty() and jax.process_index() == 0
+    history: list[dict[str, float]] = []
+    previous_loss = None
+    window_start, window_steps = time.perf_counter(), 0
+    step = start_step
+
+    with _PreemptionFlag() as preemption:
+        try:
+            while step < num_steps:
+                batch = make_global_batch(select_model_inputs(next(batches)), mesh)
+                state, metrics = train_step(state, batch)
+                step += 1
+                window_steps += 1
+                # Check the previous step's loss: it has finished while this one runs, so
+                # the device queue never drains.
+                if previous_loss is not None:
+                    _check_finite(float(previous_loss), step - 1, checkpoints)
+                previous_loss = metrics["loss"]
+                if step % train_cfg.log_every == 0 or step == num_steps:
+                    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    _check_finite(values["loss"], step, checkpoints)
+                    elapsed = time.perf_counter() - window_start
+                    clips_per_s = window_steps * train_cfg.batch_size / max(elapsed, 1e-9)
+                    eta = (num_steps - step) * elapsed / max(window_steps, 1)
+                    values["clips_per_second"] = clips_per_s
+                    writer.write_scalars(step, values)
+                    history.append({"step": step, **values})
+                    line = _log_line(step, num_steps, values, clips_per_s, eta)
+                    if interactive:
+                        sys.stderr.write("\r\033[K")
+                    log.info(line)
+                    window_start, window_steps = time.perf_counter(), 0
+                elif interactive:
+                    sys.stderr.write(f"\r\033[Kstep {step}/{num_steps}")
+                    sys.stderr.flush()
+                checkpoints.save(step, state)
+                if preemption.requested:
+                    _save_now(checkpoints, step, state)
+                    log.warning("SIGTERM: saved a checkpoint at step %d; exiting", step)
+                    break
+            else:
+                _save_now(checkpoints, step, state)
+        finally:
+            writer.flush()
+            checkpoints.close()
+    return history
+
+
+def _save_now(checkpoints: Checkpoints, step: int, state: dict[str, Any]) -> None:
+    """Saves `step` unless the periodic save already did."""
+    if checkpoints.latest_step() != step:
+        checkpoints.save(step, state, force=True)
+
+
+def _check_finite(loss: float, step: int, checkpoints: Checkpoints) -> None:
+    if not np.isfinite(loss):
+        last = checkpoints.latest_step()
+        raise TrainingDivergedError(
+            f"loss became {loss} at step {step}; last checkpoint: "
+            f"{'none' if last is None else f'step {last}'}. Lower config.train.lr or check "
+            "the data")

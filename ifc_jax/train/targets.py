@@ -1,0 +1,31 @@
+"""Resizing predictions and ground truth to the stride-4 grid used by matching and losses.
+
+SPEC §6.1/§6.2: GT masks are bilinearly downsampled (align_corners=False, no antialias) to
+ceil(H/4) x ceil(W/4) giving soft targets; predicted stride-8 logits are bilinearly upsampled
+x2 (align_corners=False) to the same grid. `jax.image.resize(..., antialias=False)` samples at
+half-pixel centres and renormalises at the border, which is PyTorch's align_corners=False
+(tested against a numpy transcription of PyTorch's formula).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def resize_last_two(x: Array, height: int, width: int) -> Array:
+    """Bilinear resize of the two trailing axes, align_corners=False, no antialias."""
+    return jax.image.resize(x, (*x.shape[:-2], height, width), "bilinear", antialias=False)
+
+
+def stride4_targets(masks: Array) -> Array:
+    """(..., H, W) binary masks -> (..., ceil(H/4), ceil(W/4)) float32 soft targets."""
+    height, width = masks.shape[-2:]
+    return resize_last_two(masks.astype(jnp.float32), -(-height // 4), -(-width // 4))
+
+
+def upsample_predictions(mask_logits: Array, height: int, width: int) -> Array:
+    """(..., h8, w8) mask logits -> (..., height, width), the stride-4 target grid."""
+    return resize_last_two(mask_logits.astype(jnp.float32), height, width)

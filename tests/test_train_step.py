@@ -1,0 +1,128 @@
+"""The train step: same result on 8 devices as on 1, it learns, bad configs fail early."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ifc_jax.config_loading import load_config
+from ifc_jax.errors import UserError
+from ifc_jax.models.ifc import IFC
+from ifc_jax.train.optim import build_optimizer
+from ifc_jax.train.step import init_state, make_train_step
+
+B, T, H, W, G = 8, 2, 32, 32, 3
+
+
+def synthetic_batch(seed=0):
+    """Clips with 1-3 coloured rectangles; masks and labels to match."""
+    rng = np.random.RandomState(seed)
+    frames = np.full((B, T, H, W, 3), 40, np.uint8)
+    masks = np.zeros((B, G, T, H, W), bool)
+    labels = np.zeros((B, G), np.int32)
+    valid = np.zeros((B, G), bool)
+    colours = np.array([[230, 30, 30], [30, 230, 30], [30, 30, 230]], np.uint8)
+    for b in range(B):
+        for g in range(rng.randint(1, G + 1)):
+            label = rng.randint(0, 3)
+            y, x = rng.randint(0, H - 12), rng.randint(0, W - 12)
+            for t in range(T):
+                masks[b, g, t, y:y + 10, x + t:x + t + 10] = True
+                frames[b, t][masks[b, g, t]] = colours[label]
+            labels[b, g], valid[b, g] = label, True
+    padding = np.zeros((B, T, H, W), bool)
+    padding[1, :, 24:] = True  # one clip is padded
+    frames[padding] = 0
+    masks[1][:, padding[1]] = False
+    return {"frames": frames, "padding_mask": padding, "labels": labels,
+            "instance_valid": valid, "masks": masks}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = load_config("configs/tiny.py")
+    config.model.dropout = 0.0
+    config.train.lr = 1e-3
+    config.train.grad_clip_norm = 1.0
+    model = IFC.from_config(config.model)
+    batch = synthetic_batch()
+    params_shape = jax.eval_shape(model.init, jax.random.key(0), batch["frames"][:1],
+                                  batch["padding_mask"][:1])["params"]
+    optimizer, schedule = build_optimizer(config.train, params_shape, 2)
+    state = jax.jit(lambda r: init_state(model, optimizer, r, batch["frames"][:1],
+                                         batch["padding_mask"][:1]))(jax.random.key(0))
+    return config, model, optimizer, schedule, state, batch
+
+
+def _run_steps(setup, devices, steps, matcher="host"):
+    _, model, optimizer, schedule, state, batch = setup
+    mesh = Mesh(np.asarray(devices), ("data",))
+    step_fn = make_train_step(model, optimizer, schedule, jax.random.key(1), mesh, matcher)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state = jax.device_put(jax.tree.map(jnp.copy, state), replicated)
+    sharded = jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+    losses = []
+    for _ in range(steps):
+        state, metrics = step_fn(state, sharded)
+        losses.append(float(metrics["loss"]))
+    return state, metrics, losses
+
+
+def test_eight_devices_match_one_device(setup):
+    state8, metrics8, _ = _run_steps(setup, jax.devices()[:8], 1)
+    state1, metrics1, _ = _run_steps(setup, jax.devices()[:1], 1)
+    for name in metrics1:
+        np.testing.assert_allclose(metrics8[name], metrics1[name], rtol=2e-5, err_msg=name)
+    flat8 = jax.tree_util.tree_leaves_with_path(state8["params"])
+    flat1 = dict(jax.tree_util.tree_leaves_with_path(state1["params"]))
+    # Adam's first step is lr * g / (|g| + eps): an element whose gradient is at float-noise
+    # level (e.g. attention key biases, whose gradient is exactly zero because softmax ignores
+    # a shift shared by all keys) moves by up to +-lr with a sign set by reduction order.
+    # So: nearly every element must agree tightly, and every element within two lr steps.
+    lr = setup[0].train.lr
+    loose, total = 0, 0
+    for path, leaf in flat8:
+        a, b = np.asarray(leaf), np.asarray(flat1[path])
+        tight = np.isclose(a, b, rtol=1e-4, atol=1e-6)
+        if not jax.tree_util.keystr(path).endswith("['key']['bias']"):
+            loose += int((~tight).sum())
+            total += tight.size
+        assert np.abs(a - b).max() <= 2.01 * lr, jax.tree_util.keystr(path)
+    assert loose <= 1e-3 * total, f"{loose} of {total} elements differ"
+    assert int(state8["step"]) == 1
+    assert set(metrics1) >= {"loss", "loss_ce", "loss_mask", "loss_dice", "loss_ce_0",
+                             "loss_dice_1", "grad_norm", "lr"}
+
+
+def test_loss_falls_when_fitting_one_batch(setup):
+    _, _, losses = _run_steps(setup, jax.devices()[:8], 25)
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_device_matcher_gives_the_same_step(setup):
+    _, metrics_host, _ = _run_steps(setup, jax.devices()[:8], 1, "host")
+    _, metrics_device, _ = _run_steps(setup, jax.devices()[:8], 1, "device")
+    np.testing.assert_allclose(metrics_device["loss"], metrics_host["loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("data.num_frames=0", "config.data.num_frames"),
+    ("train.batch_size=6", "config.train.batch_size"),
+    ("model.communication=bogus", "config.model.communication"),
+    ("data.root=/nonexistent", "config.data.root"),
+])
+def test_bad_config_refused_before_compiling(tmp_path, override, needle):
+    from ifc_jax.config_loading import apply_override
+    from ifc_jax.train.loop import train
+
+    config = load_config("configs/tiny.py")
+    config.data.dataset = "ytvis19"  # a real dataset: its files must exist
+    config.train.batch_size = 8  # divisible by the 8 test devices unless overridden
+    config.data.root = str(tmp_path)
+    (tmp_path / config.data.train_json).write_text("{}")
+    apply_override(config, override)
+    with pytest.raises(UserError, match=needle):
+        train(config, str(tmp_path / "workdir"))
+    assert not (tmp_path / "workdir").exists()  # refused before anything was written
