@@ -1,0 +1,486 @@
+"""The YouTube-VIS / OVIS video instance segmentation metric, as the official servers compute it.
+
+Written from `/work/shared/docs/ytvis_eval.md` (the behaviour of youtubevos/cocoapi `ytvoseval`
+and qjy981010/cocoapi `oviseval`), quirks included:
+  * track IoU walks the per-frame lists in lockstep: Σ_t |d∩g| / Σ_t |d∪g| (0 if the union is 0);
+  * maxDets (1, 10, 100) count per video AND per category; beyond the top 100 a prediction is
+    dropped;
+  * area ranges 128² / 256² (inclusive on both ends) on the mean of the non-null, non-zero
+    per-frame areas (GT: the JSON `areas` as given; predictions: their masks);
+  * COCO's greedy matching (stable score sort, ignored GTs last, equal IoU → later GT wins,
+    crowd GTs reusable, a GT with id 0 never yields a true positive);
+  * crowd IoU is the plain track IoU; stable ties across videos in sorted video-id order;
+  * IoU and recall thresholds built with np.linspace exactly as upstream (0.07 etc. differ
+    from i/100 in the last bit, and that decides ties).
+OVIS (GT with per-frame `occlusion` labels): a GT track's occlusion score is the mean of the
+highest ceil(n/2) of its non-null per-frame labels (no 0, slight 0.25, severe 0.75); ranges
+slight [0, 0.25], moderate [0.25, 0.5], heavy [0.5, 1] (inclusive; oviseval calls them light /
+medium / heavy, the OVIS paper APso / APmo / APho), area range "all", 100 detections; GTs
+outside the range are ignored, unmatched predictions are not.
+
+Where upstream would crash or silently misbehave we stop with one clear line instead (a
+UserError naming the file): predictions for videos not in the GT, prediction lists whose length
+differs from the video's frame count (upstream truncates silently; the OVIS fork asserts), masks
+whose size differs from the video's, encodings other than compressed RLE in results, duplicate
+GT ids, GT tracks whose frame count differs from their video's. As upstream, predictions for
+categories not in the GT are dropped (`Evaluation.dropped_predictions` counts them) and GT
+annotations of videos or categories missing from the `videos` / `categories` lists are not
+evaluated. GT without `areas` gets its masks' areas (upstream would crash). An empty results
+list scores 0 (-1 where undefined) instead of crashing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+from ifc_jax.errors import UserError
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
+MAX_DETS = (1, 10, 100)
+AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 128.0**2), "medium": (128.0**2, 256.0**2),
+               "large": (256.0**2, 1e10)}
+OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
+OCCLUSION_RANGES = {"all": (0.0, 1.0), "slight": (0.0, 0.25), "moderate": (0.25, 0.5),
+                    "heavy": (0.5, 1.0)}
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
+               "ARl")
+OCCLUSION_KEYS = ("AP_slight", "AP_moderate", "AP_heavy", "AR_slight", "AR_moderate", "AR_heavy")
+
+
+@dataclass
+class TrackRecord:
+    """One GT or predicted track. frames: per-frame RLE dicts (None = absent)."""
+
+    id: int
+    video_id: int
+    category_id: int
+    frames: list[dict | None]
+    mean_area: float
+    score: float = 0.0
+    iscrowd: bool = False
+    occlusion: float = 0.0
+    frame_areas: np.ndarray = field(default=None)  # (F,) int64 mask area per frame, 0 if absent
+    boxes: np.ndarray = field(default=None)  # (F, 4) x, y, w, h per frame (for a fast skip)
+
+
+@dataclass
+class GroundTruth:
+    source: str
+    videos: dict[int, tuple[int, int, int]]  # video id -> (height, width, num_frames)
+    category_ids: list[int]
+    tracks: list[TrackRecord]
+    has_occlusion: bool
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    num_predictions: int
+    dropped_predictions: int  # predictions whose category is not in the GT
+    videos_without_predictions: int
+
+
+# ----------------------------------------------------------------------------- loading
+
+def read_json(path: str, what: str) -> Any:
+    """Parsed JSON of `path`; UserError naming the file if it is missing or not JSON."""
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a {what} JSON file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read {what} file ({err.strerror})") from None
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: {what} file is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: malformed JSON in {what} file (line {err.lineno} column "
+                        f"{err.colno}: {err.msg})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _frame_rle(segmentation: Any, height: int, width: int, results: bool) -> dict | None:
+    """One frame entry as a compressed RLE (None if absent: null, {} or [] are all absent)."""
+    if segmentation is None or (isinstance(segmentation, dict | list) and not segmentation):
+        return None
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes):
+        size = segmentation.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and all(map(_is_int, size))):
+            raise ValueError(f"RLE 'size' must be [height, width], got {size!r}")
+        if tuple(size) != (height, width):
+            raise ValueError(f"mask size {size[0]}x{size[1]} differs from the video's "
+                             f"{height}x{width}")
+        return {"size": [height, width], "counts": segmentation["counts"]}
+    if results:
+        raise ValueError("result masks must be compressed RLE ({'size', 'counts': str}) or "
+                         f"null, got {type(segmentation).__name__}")
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        if list(segmentation.get("size", [])) != [height, width]:
+            raise ValueError(f"mask size {segmentation.get('size')} differs from the video's "
+                             f"{height}x{width}")
+        return mask_util.frPyObjects(segmentation, height, width)
+    if isinstance(segmentation, list) and all(isinstance(p, list) for p in segmentation):
+        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    raise ValueError(f"unknown segmentation encoding {type(segmentation).__name__}")
+
+
+def _frame_stats(frames: list[dict | None], height: int, width: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame mask areas (F,) int64 and boxes (F, 4), zeros where absent.
+
+    A cheap sanity check of the RLE strings (pycocotools does none): a mask must fit its frame.
+    """
+    areas = np.zeros(len(frames), np.int64)
+    boxes = np.zeros((len(frames), 4))
+    present = [t for t, rle in enumerate(frames) if rle is not None]
+    if present:
+        rles = [frames[t] for t in present]
+        areas[present] = mask_util.area(rles)
+        boxes[present] = mask_util.toBbox(rles)
+    outside = (areas > height * width) | (boxes[:, 0] + boxes[:, 2] > width) | \
+        (boxes[:, 1] + boxes[:, 3] > height)
+    if outside.any():
+        raise ValueError(f"frame {int(np.argmax(outside))}: RLE counts do not describe a "
+                         f"{height}x{width} mask")
+    return areas, boxes
+
+
+def _mean_area(areas: list[Any]) -> float:
+    """Mean of the truthy per-frame areas (null and 0 skipped), 0 if none."""
+    kept = [a for a in areas if a]
+    return float(np.mean(np.asarray(kept, np.float64))) if kept else 0.0
+
+
+def _occlusion_score(labels: list[Any]) -> float:
+    """Mean of the highest ceil(n/2) per-frame occlusion values (null labels skipped)."""
+    values = sorted(OCCLUSION_SCORES[label] for label in labels if label is not None)
+    top = values[len(values) - math.ceil(len(values) / 2):]
+    return sum(top) / len(top)
+
+
+def parse_ground_truth(content: Any, source: str) -> GroundTruth:
+    """Validates a YouTube-VIS / OVIS GT dict; UserError naming `source` on the first problem."""
+    def fail(message: str) -> UserError:
+        return UserError(f"{source}: {message}")
+
+    if not isinstance(content, dict):
+        raise fail("expected a JSON object with 'videos', 'categories' and 'annotations'")
+    for key in ("videos", "categories", "annotations"):
+        if not isinstance(content.get(key), list):
+            raise fail(f"missing or non-list '{key}' (not a YouTube-VIS ground-truth file?)")
+    videos = {}
+    for position, video in enumerate(content["videos"]):
+        if not (isinstance(video, dict) and _is_int(video.get("id"))):
+            raise fail(f"videos[{position}] needs an integer 'id'")
+        names = video.get("file_names")
+        length = len(names) if isinstance(names, list) else video.get("length")
+        if not all(_is_int(video.get(k)) and video[k] > 0 for k in ("height", "width")) or \
+                not (_is_int(length) and length > 0):
+            raise fail(f"video {video['id']} needs positive integer height, width and "
+                       "file_names (or length)")
+        if video["id"] in videos:
+            raise fail(f"video id {video['id']} appears twice")
+        videos[video["id"]] = (video["height"], video["width"], length)
+    category_ids = []
+    for position, category in enumerate(content["categories"]):
+        if not (isinstance(category, dict) and _is_int(category.get("id"))):
+            raise fail(f"categories[{position}] needs an integer 'id'")
+        category_ids.append(category["id"])
+    has_occlusion = any(isinstance(a, dict) and "occlusion" in a for a in content["annotations"])
+    tracks, seen_ids = [], set()
+    for position, ann in enumerate(content["annotations"]):
+        where = f"annotations[{position}]"
+        if not isinstance(ann, dict):
+            raise fail(f"{where} is not an object")
+        for key in ("id", "video_id", "category_id"):
+            if not _is_int(ann.get(key)):
+                raise fail(f"{where} needs an integer '{key}'")
+        where = f"annotation id {ann['id']}"
+        if ann["id"] in seen_ids:
+            raise fail(f"{where} appears twice (annotation ids must be unique)")
+        seen_ids.add(ann["id"])
+        if ann["video_id"] not in videos or ann["category_id"] not in category_ids:
+            continue  # upstream evaluates only the listed videos and categories
+        height, width, length = videos[ann["video_id"]]
+        segmentations = ann.get("segmentations")
+        if not isinstance(segmentations, list) or len(segmentations) != length:
+            count = len(segmentations) if isinstance(segmentations, list) else "no"
+            raise fail(f"{where} has {count} segmentations but video {ann['video_id']} has "
+                       f"{length} frames")
+        try:
+            frames = [_frame_rle(s, height, width, results=False) for s in segmentations]
+            frame_areas, boxes = _frame_stats(frames, height, width)
+        except (ValueError, TypeError) as err:
+            raise fail(f"{where}: {err}") from None
+        areas = ann.get("areas")
+        if areas is None:  # not in the format, but be kind: use the masks' areas
+            areas = [int(a) if f is not None else None for a, f in zip(frame_areas, frames,
+                                                                       strict=True)]
+        if not (isinstance(areas, list) and all(a is None or _is_number(a) for a in areas)):
+            raise fail(f"{where}: 'areas' must be a list of numbers or nulls")
+        occlusion = 0.0
+        if has_occlusion:
+            labels = ann.get("occlusion")
+            if not isinstance(labels, list) or any(
+                    label is not None and label not in OCCLUSION_SCORES for label in labels):
+                raise fail(f"{where}: 'occlusion' must be a list of "
+                           f"{'/'.join(OCCLUSION_SCORES)} or null (other annotations have it)")
+            if all(label is None for label in labels):
+                raise fail(f"{where}: 'occlusion' has no label on any frame")
+            occlusion = _occlusion_score(labels)
+        tracks.append(TrackRecord(
+            id=ann["id"], video_id=ann["video_id"], category_id=ann["category_id"],
+            frames=frames, mean_area=_mean_area(areas), iscrowd=bool(ann.get("iscrowd", 0)),
+            occlusion=occlusion, frame_areas=frame_areas, boxes=boxes))
+    return GroundTruth(source, videos, sorted(set(category_ids)), tracks, has_occlusion)
+
+
+def parse_results(content: Any, gt: GroundTruth, source: str) -> list[TrackRecord]:
+    """Validates a results list against the GT; predictions are numbered 1..N in file order."""
+    def fail(message: str) -> UserError:
+        return UserError(f"{source}: {message}")
+
+    if not isinstance(content, list):
+        raise fail("expected a JSON list of predictions ({video_id, category_id, score, "
+                   f"segmentations}}), got a JSON {type(content).__name__}")
+    predictions = []
+    for position, entry in enumerate(content):
+        where = f"entry {position}"
+        if not isinstance(entry, dict):
+            raise fail(f"{where} is not an object")
+        for key in ("video_id", "category_id"):
+            if not _is_int(entry.get(key)):
+                raise fail(f"{where} needs an integer '{key}'")
+        if not _is_number(entry.get("score")):
+            raise fail(f"{where} needs a finite number 'score'")
+        video_id = entry["video_id"]
+        if video_id not in gt.videos:
+            raise fail(f"{where}: video_id {video_id} is not a video of {gt.source} "
+                       "(results and ground truth are for different videos?)")
+        height, width, length = gt.videos[video_id]
+        segmentations = entry.get("segmentations")
+        if not isinstance(segmentations, list) or len(segmentations) != length:
+            count = len(segmentations) if isinstance(segmentations, list) else "no"
+            raise fail(f"{where}: {count} segmentations for video {video_id}, which has "
+                       f"{length} frames in {gt.source}")
+        try:
+            frames = [_frame_rle(s, height, width, results=True) for s in segmentations]
+            frame_areas, boxes = _frame_stats(frames, height, width)
+        except (ValueError, TypeError) as err:
+            raise fail(f"{where} (video {video_id}): {err}") from None
+        predictions.append(TrackRecord(
+            id=position + 1, video_id=video_id, category_id=entry["category_id"],
+            frames=frames, mean_area=_mean_area([int(a) for a in frame_areas]),
+            score=float(entry["score"]), frame_areas=frame_areas, boxes=boxes))
+    return predictions
+
+
+def load_ground_truth(path: str) -> GroundTruth:
+    return parse_ground_truth(read_json(path, "ground-truth"), path)
+
+
+def load_results(path: str, gt: GroundTruth) -> list[TrackRecord]:
+    return parse_results(read_json(path, "results"), gt, path)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def track_iou_matrix(predictions: list[TrackRecord], gts: list[TrackRecord]) -> np.ndarray:
+    """(D, G) track IoUs: Σ_t |d∩g| / Σ_t |d∪g| over the frames walked in lockstep, 0 if the
+    union is 0. Absent frames act as empty masks, which gives the same sums as upstream."""
+    ious = np.zeros((len(predictions), len(gts)))
+    for d, pred in enumerate(predictions):
+        for g, gt in enumerate(gts):
+            intersection = 0
+            for t in np.flatnonzero((pred.frame_areas > 0) & (gt.frame_areas > 0)):
+                (x1, y1, w1, h1), (x2, y2, w2, h2) = pred.boxes[t], gt.boxes[t]
+                if x1 >= x2 + w2 or x2 >= x1 + w1 or y1 >= y2 + h2 or y2 >= y1 + h1:
+                    continue  # disjoint boxes: nothing to intersect
+                both = mask_util.merge([pred.frames[t], gt.frames[t]], intersect=True)
+                intersection += int(mask_util.area(both))
+            union = int(pred.frame_areas.sum()) + int(gt.frame_areas.sum()) - intersection
+            ious[d, g] = intersection / union if union > 0 else 0.0
+    return ious
+
+
+@dataclass
+class PairResult:
+    """Greedy matching of one (video, category) at one (area, occlusion) setting.
+
+    scores (D,) in descending order; matched, ignored: (num IoU thresholds, D) bool;
+    num_gt: non-ignored GT tracks.
+    """
+
+    scores: np.ndarray
+    matched: np.ndarray
+    ignored: np.ndarray
+    num_gt: int
+
+
+def match_pair(predictions: list[TrackRecord], gts: list[TrackRecord], ious: np.ndarray,
+               area_range: tuple[float, float], occlusion_range: tuple[float, float]
+               ) -> PairResult:
+    """COCO's greedy matching. `predictions` sorted by descending score (stable), at most 100;
+    ious: (D, G) against `gts` in file order."""
+    gt_ignored = np.array([g.iscrowd or not area_range[0] <= g.mean_area <= area_range[1]
+                           or not occlusion_range[0] <= g.occlusion <= occlusion_range[1]
+                           for g in gts], bool)
+    order = np.argsort(gt_ignored, kind="mergesort")  # non-ignored first, stable
+    gt_ignored = gt_ignored[order]
+    crowd = [gts[i].iscrowd for i in order]
+    gt_ids = [gts[i].id for i in order]
+    ious = ious[:, order]
+    num_thresholds, num_preds = len(IOU_THRESHOLDS), len(predictions)
+    matched = np.zeros((num_thresholds, num_preds), bool)
+    ignored = np.zeros((num_thresholds, num_preds), bool)
+    for t, threshold in enumerate(IOU_THRESHOLDS):
+        taken = np.zeros(len(gts), bool)
+        for d in range(num_preds):
+            best_iou, best = min(threshold, 1 - 1e-10), -1
+            for g in range(len(gts)):
+                if taken[g] and not crowd[g]:
+                    continue
+                if best > -1 and not gt_ignored[best] and gt_ignored[g]:
+                    break  # holds a real GT: never trade it for an ignored one
+                if ious[d, g] < best_iou:
+                    continue
+                best_iou, best = ious[d, g], g
+            if best == -1:
+                continue
+            taken[best] = True
+            ignored[t, d] = gt_ignored[best]
+            matched[t, d] = gt_ids[best] != 0  # upstream's "0 = unmatched" bookkeeping
+    outside = np.array([not area_range[0] <= p.mean_area <= area_range[1] for p in predictions],
+                       bool)
+    ignored |= ~matched & outside[None, :]
+    return PairResult(np.array([p.score for p in predictions], np.float64), matched, ignored,
+                      int(np.count_nonzero(~gt_ignored)))
+
+
+def accumulate(pairs: list[PairResult], max_dets: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Precision (T, R) and recall (T,) of one category over its videos (in sorted video-id
+    order), keeping each video's top `max_dets`; None if no non-ignored GT (undefined)."""
+    num_gt = sum(p.num_gt for p in pairs)
+    if num_gt == 0:
+        return None
+    scores = np.concatenate([p.scores[:max_dets] for p in pairs])
+    order = np.argsort(-scores, kind="mergesort")
+    matched = np.concatenate([p.matched[:, :max_dets] for p in pairs], axis=1)[:, order]
+    ignored = np.concatenate([p.ignored[:, :max_dets] for p in pairs], axis=1)[:, order]
+    true_pos = np.cumsum(matched & ~ignored, axis=1).astype(np.float64)
+    false_pos = np.cumsum(~matched & ~ignored, axis=1).astype(np.float64)
+    precision = np.zeros((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)))
+    recall = np.zeros(len(IOU_THRESHOLDS))
+    num_dets = len(scores)
+    if num_dets == 0:
+        return precision, recall
+    for t in range(len(IOU_THRESHOLDS)):
+        rc = true_pos[t] / num_gt
+        pr = true_pos[t] / (true_pos[t] + false_pos[t] + np.spacing(1))
+        pr = np.maximum.accumulate(pr[::-1])[::-1]  # the non-increasing envelope
+        recall[t] = rc[-1]
+        positions = np.searchsorted(rc, RECALL_THRESHOLDS, side="left")
+        reached = positions < num_dets
+        precision[t, reached] = pr[positions[reached]]
+    return precision, recall
+
+
+def _mean_defined(values: list[np.ndarray]) -> float:
+    stacked = np.concatenate([v.ravel() for v in values]) if values else np.zeros(0)
+    defined = stacked[stacked > -1]
+    return float(np.mean(defined)) if defined.size else -1.0
+
+
+def evaluate(gt: GroundTruth, predictions: list[TrackRecord]) -> Evaluation:
+    """All summary metrics (fractions, -1 where undefined) for parsed GT and predictions."""
+    known = set(gt.category_ids)
+    kept = [p for p in predictions if p.category_id in known]
+    gts_by_pair, preds_by_pair = defaultdict(list), defaultdict(list)
+    for track in gt.tracks:
+        gts_by_pair[track.video_id, track.category_id].append(track)
+    for pred in kept:
+        preds_by_pair[pred.video_id, pred.category_id].append(pred)
+
+    settings = [("all", "all"), ("small", "all"), ("medium", "all"), ("large", "all")]
+    if gt.has_occlusion:
+        settings += [("all", "slight"), ("all", "moderate"), ("all", "heavy")]
+    # pairs[setting][category] = PairResults in sorted video-id order
+    pairs: dict[tuple[str, str], dict[int, list[PairResult]]] = {
+        s: defaultdict(list) for s in settings}
+    for video_id, category_id in sorted(set(gts_by_pair) | set(preds_by_pair)):
+        gts = gts_by_pair[video_id, category_id]
+        preds = preds_by_pair[video_id, category_id]
+        order = np.argsort([-p.score for p in preds], kind="mergesort")[:MAX_DETS[-1]]
+        preds = [preds[i] for i in order]
+        ious = track_iou_matrix(preds, gts)
+        for area, occlusion in settings:
+            pairs[area, occlusion][category_id].append(match_pair(
+                preds, gts, ious, AREA_RANGES[area], OCCLUSION_RANGES[occlusion]))
+
+    def summary(setting: tuple[str, str], max_dets: int, average_precision: bool,
+                threshold_index: int | None = None) -> float:
+        values = []
+        for category_id in gt.category_ids:
+            result = accumulate(pairs[setting].get(category_id, []), max_dets)
+            if result is None:
+                continue
+            chosen = result[0] if average_precision else result[1]
+            values.append(chosen if threshold_index is None else chosen[threshold_index])
+        return _mean_defined(values)
+
+    iou50 = int(np.flatnonzero(IOU_THRESHOLDS == 0.5)[0])
+    iou75 = int(np.flatnonzero(IOU_THRESHOLDS == 0.75)[0])
+    metrics = {
+        "AP": summary(("all", "all"), 100, True),
+        "AP50": summary(("all", "all"), 100, True, iou50),
+        "AP75": summary(("all", "all"), 100, True, iou75),
+        "APs": summary(("small", "all"), 100, True),
+        "APm": summary(("medium", "all"), 100, True),
+        "APl": summary(("large", "all"), 100, True),
+        "AR1": summary(("all", "all"), 1, False),
+        "AR10": summary(("all", "all"), 10, False),
+        "AR100": summary(("all", "all"), 100, False),
+        "ARs": summary(("small", "all"), 100, False),
+        "ARm": summary(("medium", "all"), 100, False),
+        "ARl": summary(("large", "all"), 100, False),
+    }
+    if gt.has_occlusion:
+        for level in ("slight", "moderate", "heavy"):
+            metrics[f"AP_{level}"] = summary(("all", level), 100, True)
+        for level in ("slight", "moderate", "heavy"):
+            metrics[f"AR_{level}"] = summary(("all", level), 100, False)
+    videos_with_predictions = {p.video_id for p in kept}
+    return Evaluation(metrics, len(kept), len(predictions) - len(kept),
+                      len(set(gt.videos) - videos_with_predictions))
+
+
+def evaluate_results(gt: dict, results: list[dict], *, gt_source: str = "ground truth",
+                     results_source: str = "results") -> dict[str, float]:
+    """The metrics of in-memory GT (a YouTube-VIS/OVIS annotation dict) and results list.
+
+    Keys: METRIC_KEYS, plus OCCLUSION_KEYS when the GT has `occlusion` labels. Values are
+    fractions in [0, 1], -1 where undefined. Inputs are not modified. Bad input raises
+    UserError naming `gt_source` / `results_source`.
+    """
+    parsed_gt = parse_ground_truth(gt, gt_source)
+    return evaluate(parsed_gt, parse_results(results, parsed_gt, results_source)).metrics
