@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from ifc_jax.errors import UserError
+from ifc_jax.logs import setup_logging
 
 # name -> one-line help. Order is the order shown in `--help`.
 SUBCOMMANDS: dict[str, str] = {
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if overrides and not hasattr(args, "config"):
         parser.error(f"'{args.command}' takes no --config.KEY=VALUE overrides")
     module = importlib.import_module(f"ifc_jax.commands.{args.command}")
+    setup_logging()
     try:
         return int(module.run(args) or 0)
     except UserError as err:

@@ -25,13 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from ifc_jax.config_loading import load_config
     from ifc_jax.train.loop import train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
     config = load_config(args.config, args.config_overrides)
     history = train(config, args.workdir)
     if history:

@@ -14,6 +14,7 @@ SIGTERM (TPU/SLURM preemption) saves a checkpoint at the next step boundary and 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -202,6 +203,7 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
                     values["clips_per_second"] = clips_per_s
                     writer.write_scalars(step, values)
                     history.append({"step": step, **values})
+                    _append_metrics_line(workdir, history[-1])
                     line = _log_line(step, num_steps, values, clips_per_s, eta)
                     if interactive:
                         sys.stderr.write("\r\033[K")
@@ -221,6 +223,36 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
             writer.flush()
             checkpoints.close()
     return history
+
+
+METRICS_FILE = "train_metrics.jsonl"
+
+
+def _append_metrics_line(workdir: str, values: dict[str, float]) -> None:
+    """One JSON object per logged step in WORKDIR/train_metrics.jsonl (process 0 only).
+
+    After a resume, steps logged past the last checkpoint are logged again; readers keep the
+    last line of each step.
+    """
+    if jax.process_index() != 0:
+        return
+    with open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8") as stream:
+        stream.write(json.dumps(values) + "\n")
+
+
+def read_metrics(workdir: str) -> dict[int, dict[str, float]]:
+    """The logged metrics of a workdir by step (the last line of each step wins)."""
+    path = os.path.join(workdir, METRICS_FILE)
+    by_step: dict[int, dict[str, float]] = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as stream:
+            for line in stream:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a killed process
+                    continue
+                by_step[int(entry["step"])] = entry
+    return by_step
 
 
 def _save_now(checkpoints: Checkpoints, step: int, state: dict[str, Any]) -> None:
