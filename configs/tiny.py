@@ -31,6 +31,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.test_short_side = 64
     config.data.test_max_size = 128
     config.data.max_instances = 4
+    config.data.pad_height = 64  # the toy's 96x144 frames at short side 64: 64x96, no padding
+    config.data.pad_width = 96
+    # Toy dataset generation (ifc_jax.data.toy.generate_toy_dataset keyword arguments).
+    config.data.toy = ml_collections.ConfigDict()
+    config.data.toy.seed = 0
+    config.data.toy.num_train = 80  # videos
+    config.data.toy.num_val = 16
+    config.data.toy.height = 96  # frame size of the generated videos
+    config.data.toy.width = 144
+    config.data.toy.min_frames = 8  # video lengths are drawn from [min_frames, max_frames]
+    config.data.toy.max_frames = 20
     config.train.batch_size = 2
     config.summary.height = 64
     config.summary.width = 96

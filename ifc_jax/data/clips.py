@@ -1,0 +1,242 @@
+"""Training clips and evaluation videos from a `YtvisDataset` (numpy + PIL, no TensorFlow).
+
+Training clip recipe (SPEC §7.3, §6.1):
+  * frames: a reference frame uniform in [0, L); the other T-1 drawn WITH replacement from
+    [ref - range, ref + range] ∩ [0, L) minus ref; all T sorted. With L == 1 the reference
+    is repeated T times.
+  * one short side per clip from `short_sides`, long side capped at `max_size` (detectron2
+    ResizeShortestEdge, `int(x + 0.5)` rounding); frames bilinear, masks nearest neighbour.
+  * static padding: the resized clip is placed top-left in a (pad_height, pad_width) canvas.
+    If it does not fit, it is scaled down further (aspect kept) until it does; with the paper
+    configs this only happens to portrait or wider-than-16:9 videos.
+  * one horizontal flip per clip with probability `flip_prob` (before padding, so the padding
+    stays at the bottom/right).
+  * targets: the instances are the non-crowd tracks present (non-null) in at least one sampled
+    frame; a mask that becomes empty after the resize counts as absent in that frame; tracks
+    absent in all T frames are dropped. Crowd tracks (iscrowd=1) are left out of the targets
+    entirely (the loss has no ignore regions). If more than `max_instances` remain, the ones
+    with the most visible pixels in the clip are kept (in annotation order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ifc_jax.data import frames as frame_ops
+from ifc_jax.data.masks import is_absent
+from ifc_jax.data.ytvis import Track, Video
+from ifc_jax.errors import UserError
+
+PAD_MULTIPLE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSettings:
+    """How training clips are sampled, augmented and padded (one per config.data)."""
+
+    num_frames: int = 5
+    sampling_frame_range: int = 20
+    short_sides: tuple[int, ...] = (360, 480)
+    max_size: int = 1333
+    flip_prob: float = 0.5
+    pad_height: int = 480
+    pad_width: int = 864
+    max_instances: int = 25
+
+    def __post_init__(self):
+        for key in ("pad_height", "pad_width"):
+            value = getattr(self, key)
+            if value <= 0 or value % PAD_MULTIPLE:
+                raise UserError(f"config.data.{key}={value}: must be a positive multiple of "
+                                f"{PAD_MULTIPLE}")
+        if self.num_frames < 1 or not self.short_sides or self.max_instances < 1:
+            raise UserError("config.data: num_frames, short_sides and max_instances must be "
+                            "positive")
+
+    @classmethod
+    def from_config(cls, data_config: Any) -> ClipSettings:
+        return cls(num_frames=int(data_config.num_frames),
+                   sampling_frame_range=int(data_config.sampling_frame_range),
+                   short_sides=tuple(int(s) for s in data_config.train_short_sides),
+                   max_size=int(data_config.train_max_size),
+                   flip_prob=float(data_config.flip_prob),
+                   pad_height=int(data_config.pad_height),
+                   pad_width=int(data_config.pad_width),
+                   max_instances=int(data_config.max_instances))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipPlan:
+    """The random choices of one clip, made before any pixel is touched."""
+
+    frame_indices: np.ndarray  # int (T,), sorted
+    reference_frame: int
+    short_side: int
+    flip: bool
+
+
+def sample_frame_indices(rng: np.random.Generator, length: int, num_frames: int,
+                         frame_range: int) -> tuple[np.ndarray, int]:
+    """Returns (sorted frame indices int64 (num_frames,), reference frame) per SPEC §7.3."""
+    reference = int(rng.integers(length))
+    low, high = max(0, reference - frame_range), min(length, reference + frame_range + 1)
+    candidates = np.concatenate([np.arange(low, reference), np.arange(reference + 1, high)])
+    if candidates.size == 0:
+        others = np.full(num_frames - 1, reference, dtype=np.int64)
+    else:
+        others = rng.choice(candidates, size=num_frames - 1, replace=True)
+    indices = np.sort(np.concatenate([[reference], others]).astype(np.int64))
+    return indices, reference
+
+
+def plan_clip(rng: np.random.Generator, length: int, settings: ClipSettings) -> ClipPlan:
+    """Draws frames, short side and flip for one clip, in that order, from `rng`."""
+    indices, reference = sample_frame_indices(rng, length, settings.num_frames,
+                                              settings.sampling_frame_range)
+    short_side = settings.short_sides[int(rng.integers(len(settings.short_sides)))]
+    flip = bool(rng.random() < settings.flip_prob)
+    return ClipPlan(indices, reference, short_side, flip)
+
+
+def shortest_edge_size(height: int, width: int, short_side: int,
+                       max_size: int) -> tuple[int, int]:
+    """(new_height, new_width) of detectron2's ResizeShortestEdge.get_output_shape."""
+    scale = short_side / min(height, width)
+    if height < width:
+        new_height, new_width = float(short_side), scale * width
+    else:
+        new_height, new_width = scale * height, float(short_side)
+    if max(new_height, new_width) > max_size:
+        cap = max_size / max(new_height, new_width)
+        new_height, new_width = new_height * cap, new_width * cap
+    return int(new_height + 0.5), int(new_width + 0.5)
+
+
+def fit_in_box(height: int, width: int, box_height: int, box_width: int) -> tuple[int, int]:
+    """Scales (height, width) down, aspect kept, until it fits the box; unchanged if it fits."""
+    if height <= box_height and width <= box_width:
+        return height, width
+    scale = min(box_height / height, box_width / width)
+    return (max(1, min(box_height, int(height * scale + 0.5))),
+            max(1, min(box_width, int(width * scale + 0.5))))
+
+
+def train_clip_size(height: int, width: int, short_side: int,
+                    settings: ClipSettings) -> tuple[int, int]:
+    """Resized (h, w) of a clip before padding: shortest-edge rule, then fit in the pad box."""
+    size = shortest_edge_size(height, width, short_side, settings.max_size)
+    return fit_in_box(*size, settings.pad_height, settings.pad_width)
+
+
+def _decode(track: Track, video: Video, frame: int, source: str) -> np.ndarray | None:
+    """The track's mask in `frame`; a segmentation pycocotools cannot decode is a UserError."""
+    try:
+        return track.mask(frame, video.height, video.width)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise UserError(f"{source or 'annotations'}: annotation {track.track_id} (video "
+                        f"{video.video_id} ({video.name})), frame {frame} "
+                        f"({video.file_names[frame]}): cannot decode its segmentation "
+                        f"({err})") from None
+
+
+def _track_masks(track: Track, video: Video, frame_indices: np.ndarray, out_size: tuple,
+                 flip: bool, source: str = "") -> np.ndarray:
+    """Resized (and flipped) bool masks (T, h, w) of a track on the sampled frames."""
+    decoded: dict[int, np.ndarray] = {}
+    result = np.zeros((len(frame_indices), *out_size), dtype=bool)
+    for t, frame in enumerate(frame_indices.tolist()):
+        if frame not in decoded:
+            mask = _decode(track, video, frame, source)
+            decoded[frame] = (None if mask is None
+                              else frame_ops.resize_mask(mask, *out_size))
+        if decoded[frame] is not None:
+            result[t] = decoded[frame][:, ::-1] if flip else decoded[frame]
+    return result
+
+
+def clip_targets(video: Video, plan: ClipPlan, out_size: tuple[int, int],
+                 max_instances: int, source: str = "") -> list[tuple[Track, np.ndarray]]:
+    """(track, masks (T, h, w)) of the instances of a clip, per the module docstring rules."""
+    instances = []
+    for track in video.tracks:
+        if track.iscrowd:
+            continue
+        if all(is_absent(track.segmentations[f]) for f in plan.frame_indices.tolist()):
+            continue
+        masks = _track_masks(track, video, plan.frame_indices, out_size, plan.flip, source)
+        if masks.any():
+            instances.append((track, masks))
+    if len(instances) > max_instances:
+        areas = np.array([m.sum() for _, m in instances])
+        keep = np.sort(np.argsort(-areas, kind="stable")[:max_instances])
+        instances = [instances[i] for i in keep]
+    return instances
+
+
+def build_train_clip(video: Video, plan: ClipPlan, settings: ClipSettings,
+                     source: str = "") -> dict[str, np.ndarray]:
+    """One training clip as fixed-shape numpy arrays (N = max_instances, T = num_frames).
+
+    Returns:
+      frames        uint8 (T, H, W, 3) RGB, zero padding; H, W = pad_height, pad_width
+      padding_mask  bool (T, H, W), True on padded pixels
+      labels        int32 (N,) contiguous class index; 0 in invalid slots
+      instance_valid bool (N,)
+      masks         bool (N, T, H, W), all False where the instance is absent
+      present       bool (N, T)
+      track_ids     int32 (N,) annotation id of each instance; -1 in invalid slots
+      frame_indices int32 (T,) sampled frame indices in the video
+      video_id      int32 ()
+      image_size    int32 (2,) resized (h, w) before padding
+    """
+    T, N = len(plan.frame_indices), settings.max_instances
+    H, W = settings.pad_height, settings.pad_width
+    out_h, out_w = train_clip_size(video.height, video.width, plan.short_side, settings)
+
+    frames = np.zeros((T, H, W, 3), dtype=np.uint8)
+    resized: dict[int, np.ndarray] = {}  # a frame drawn twice is decoded once
+    for t, frame in enumerate(plan.frame_indices.tolist()):
+        if frame not in resized:
+            image = frame_ops.load_frame(video, frame, source)
+            resized[frame] = frame_ops.resize_frame(image, out_h, out_w)
+        frames[t, :out_h, :out_w] = resized[frame][:, ::-1] if plan.flip else resized[frame]
+    padding_mask = np.ones((T, H, W), dtype=bool)
+    padding_mask[:, :out_h, :out_w] = False
+
+    labels = np.zeros((N,), dtype=np.int32)
+    valid = np.zeros((N,), dtype=bool)
+    masks = np.zeros((N, T, H, W), dtype=bool)
+    present = np.zeros((N, T), dtype=bool)
+    track_ids = np.full((N,), -1, dtype=np.int32)
+    for slot, (track, track_masks) in enumerate(
+            clip_targets(video, plan, (out_h, out_w), N, source)):
+        labels[slot], valid[slot], track_ids[slot] = track.label, True, track.track_id
+        masks[slot, :, :out_h, :out_w] = track_masks
+        present[slot] = track_masks.any(axis=(1, 2))
+    return {
+        "frames": frames, "padding_mask": padding_mask, "labels": labels,
+        "instance_valid": valid, "masks": masks, "present": present, "track_ids": track_ids,
+        "frame_indices": plan.frame_indices.astype(np.int32),
+        "video_id": np.int32(video.video_id),
+        "image_size": np.array([out_h, out_w], dtype=np.int32),
+    }
+
+
+def load_eval_video(video: Video, short_side: int, max_size: int,
+                    source: str = "") -> dict[str, Any]:
+    """A whole video for inference: every frame resized by the shortest-edge rule.
+
+    Returns frames uint8 (L, h, w, 3), video_id, orig_height, orig_width, length, height and
+    width (the resized size) as ints, and file_names (list of L str).
+    """
+    out_h, out_w = shortest_edge_size(video.height, video.width, short_side, max_size)
+    frames = np.stack([
+        frame_ops.resize_frame(frame_ops.load_frame(video, t, source), out_h, out_w)
+        for t in range(video.length)
+    ])
+    return {"frames": frames, "video_id": video.video_id, "orig_height": video.height,
+            "orig_width": video.width, "length": video.length, "height": out_h,
+            "width": out_w, "file_names": list(video.file_names)}

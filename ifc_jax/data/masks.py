@@ -1,0 +1,218 @@
+"""Per-frame segmentation encodings of the YouTube-VIS / OVIS / COCO formats.
+
+A frame's `segmentation` in a YouTube-VIS annotation is one of:
+  * compressed RLE:    {"size": [H, W], "counts": "<LEB128 string>"}
+  * uncompressed RLE:  {"size": [H, W], "counts": [n0, n1, ...]} (column-major runs, zeros first)
+  * polygons:          [[x1, y1, x2, y2, ...], ...] in pixel-corner coordinates
+  * absent:            null (also `{}` and `[]`, which the official evaluator treats as absent)
+
+`decode_segmentation` turns any of them into a boolean (H, W) mask; `encode_mask` writes a
+mask in a chosen encoding. Every encoding written here decodes back to exactly the same
+pixels (polygons are written as pixel-exact rectangles, see `mask_to_polygons`).
+No TensorFlow here: the reader must work on hosts without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+ENCODINGS = ("rle", "uncompressed_rle", "polygon")
+
+
+class SegmentationFormatError(ValueError):
+    """A segmentation entry that is not one of the accepted encodings, or has the wrong size."""
+
+
+def is_absent(segmentation: Any) -> bool:
+    """True for the entries that mean "object not in this frame": null, {} and []."""
+    return segmentation is None or (isinstance(segmentation, dict | list) and not segmentation)
+
+
+def segmentation_kind(segmentation: Any) -> str:
+    """Names the encoding of one frame entry: 'absent', 'rle', 'uncompressed_rle', 'polygon'.
+
+    Raises SegmentationFormatError for anything else.
+    """
+    if is_absent(segmentation):
+        return "absent"
+    if isinstance(segmentation, dict):
+        if "counts" not in segmentation or "size" not in segmentation:
+            raise SegmentationFormatError("an RLE needs both 'size' and 'counts'")
+        counts = segmentation["counts"]
+        if isinstance(counts, str | bytes):
+            return "rle"
+        if isinstance(counts, list):
+            return "uncompressed_rle"
+        raise SegmentationFormatError(
+            f"RLE 'counts' must be a string or a list, not {type(counts).__name__}"
+        )
+    if isinstance(segmentation, list) and all(isinstance(p, list) for p in segmentation):
+        return "polygon"
+    raise SegmentationFormatError(
+        f"expected RLE (a dict), polygons (a list of lists) or null, "
+        f"got {type(segmentation).__name__}"
+    )
+
+
+def rle_size(segmentation: dict) -> tuple[int, int]:
+    """The (height, width) an RLE declares."""
+    size = segmentation["size"]
+    if not (isinstance(size, list | tuple) and len(size) == 2):
+        raise SegmentationFormatError(f"RLE 'size' must be [height, width], got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def compressed_rle_counts(counts: str | bytes) -> np.ndarray:
+    """Run lengths of a COCO compressed RLE string, int64 (n,); SegmentationFormatError if bad.
+
+    The string is validated here because pycocotools does not: it decodes an empty string to
+    uninitialised memory and aborts the process on some non-ASCII input. Format: each run is
+    one or more characters '0'..'o' (value c - 48) carrying 5 bits each, low bits first;
+    bit 0x20 means "more characters follow", bit 0x10 of the last one is the sign; from the
+    fourth run on, each value is stored as the difference to the run two places before.
+    """
+    raw = counts.encode() if isinstance(counts, str) else bytes(counts)
+    values = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    if values.size == 0 or values.min() < 0 or values.max() > 63:
+        raise SegmentationFormatError("compressed RLE counts must be a non-empty string of "
+                                      "characters '0'..'o'")
+    more = (values & 0x20) != 0
+    if more[-1]:
+        raise SegmentationFormatError("compressed RLE counts end in the middle of a number")
+    last_of_run = np.flatnonzero(~more)
+    run_of_char = np.concatenate([[0], np.cumsum(~more)[:-1]])
+    first_of_run = np.concatenate([[0], last_of_run[:-1] + 1])
+    position_in_run = np.arange(values.size) - first_of_run[run_of_char]
+    if position_in_run.max() > 11:  # > 60 bits: not a count any real mask has
+        raise SegmentationFormatError("compressed RLE counts hold an impossibly large number")
+    runs = np.zeros(last_of_run.size, dtype=np.int64)
+    np.add.at(runs, run_of_char, (values & 0x1F) << (5 * position_in_run))
+    negative = (values[last_of_run] & 0x10) != 0
+    runs[negative] -= np.int64(1) << (5 * (position_in_run[last_of_run][negative] + 1))
+    result = runs.copy()  # undo the differences: runs 1, 3, 5, ... and 2, 4, ... are sums
+    result[1::2] = np.cumsum(runs[1::2])
+    result[2::2] = np.cumsum(runs[2::2])
+    return result
+
+
+def check_segmentation(segmentation: Any, height: int, width: int) -> str:
+    """Validates one frame entry against the video size without decoding it.
+
+    Returns its kind (see `segmentation_kind`). Raises SegmentationFormatError when the entry
+    is malformed or an RLE declares a size other than (height, width).
+    """
+    kind = segmentation_kind(segmentation)
+    if kind in ("rle", "uncompressed_rle"):
+        size = rle_size(segmentation)
+        if size != (height, width):
+            raise SegmentationFormatError(
+                f"mask size {size[0]}x{size[1]} differs from the video's {height}x{width}"
+            )
+        counts = segmentation["counts"]
+        if kind == "rle":
+            runs = compressed_rle_counts(counts)
+        elif all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            runs = np.asarray(counts, dtype=np.int64)
+        else:
+            raise SegmentationFormatError("uncompressed RLE counts must be integers")
+        if runs.size and runs.min() < 0:
+            raise SegmentationFormatError("RLE counts must not be negative")
+        if int(runs.sum()) != height * width:
+            raise SegmentationFormatError(
+                f"RLE counts sum to {int(runs.sum())}, not height*width = {height * width}")
+    elif kind == "polygon":
+        for polygon in segmentation:
+            if len(polygon) % 2:
+                raise SegmentationFormatError("a polygon needs an even number of coordinates")
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in polygon):
+                raise SegmentationFormatError("polygon coordinates must be numbers")
+    return kind
+
+
+def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray | None:
+    """Decodes one frame entry to a bool mask (height, width); None when absent.
+
+    Polygons are rasterised by pycocotools at (height, width). Polygons with fewer than three
+    points enclose no pixel and are skipped (pycocotools would misread a 2-point polygon as a
+    box).
+    """
+    kind = check_segmentation(segmentation, height, width)
+    if kind == "absent":
+        return None
+    if kind == "rle":
+        rle = segmentation
+    elif kind == "uncompressed_rle":
+        rle = mask_util.frPyObjects(segmentation, height, width)
+    else:
+        polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
+        if not polygons:
+            return np.zeros((height, width), dtype=bool)
+        rle = mask_util.merge(mask_util.frPyObjects(polygons, height, width))
+    mask = mask_util.decode(rle)
+    return mask.astype(bool)
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """Compressed COCO RLE of a (H, W) binary mask, counts as a utf-8 string (JSON-ready)."""
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle["counts"].decode()}
+
+
+def encode_uncompressed_rle(mask: np.ndarray) -> dict:
+    """Uncompressed RLE: run lengths over the column-major pixels, starting with zeros."""
+    flat = np.asarray(mask, dtype=bool).flatten(order="F")
+    # Positions where the value changes; a leading False makes the first run count zeros.
+    padded = np.concatenate([[False], flat])
+    change = np.flatnonzero(padded[1:] != padded[:-1])
+    boundaries = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(boundaries).tolist()
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
+    """Polygons whose pycocotools rasterisation is exactly `mask`.
+
+    Each maximal horizontal run of pixels is grown downwards over the following rows that have
+    the very same run, and written as one rectangle with corners on pixel corners: pycocotools
+    fills exactly the pixels inside such a rectangle. Not the prettiest outline, but lossless.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    polygons: list[list[float]] = []
+    open_runs: dict[tuple[int, int], int] = {}  # (start, end) -> first row
+    height = mask.shape[0]
+    for row in range(height + 1):
+        runs: set[tuple[int, int]] = set()
+        if row < height:
+            edges = np.diff(np.concatenate([[0], mask[row].astype(np.int8), [0]]))
+            runs = set(zip(np.flatnonzero(edges == 1).tolist(),
+                           np.flatnonzero(edges == -1).tolist(), strict=True))
+        for run in sorted(set(open_runs) - runs):
+            top, (x0, x1) = open_runs.pop(run), run
+            polygons.append([float(v) for v in (x0, top, x1, top, x1, row, x0, row)])
+        for run in runs - set(open_runs):
+            open_runs[run] = row
+    return polygons
+
+
+def encode_mask(mask: np.ndarray, encoding: str = "rle") -> Any:
+    """Encodes a (H, W) mask; an empty mask becomes None (absent), as in YouTube-VIS files."""
+    if not np.any(mask):
+        return None
+    if encoding == "rle":
+        return encode_rle(mask)
+    if encoding == "uncompressed_rle":
+        return encode_uncompressed_rle(mask)
+    if encoding == "polygon":
+        return mask_to_polygons(mask)
+    raise ValueError(f"unknown mask encoding {encoding!r}; expected one of {ENCODINGS}")
+
+
+def mask_bbox(mask: np.ndarray) -> list[float]:
+    """COCO box [x, y, width, height] of the set pixels of a non-empty (H, W) mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return [float(cols[0]), float(rows[0]),
+            float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1)]

@@ -1,0 +1,285 @@
+"""tf.data pipelines: endless training batches of static shape, and whole videos for evaluation.
+
+Training batch (one process's share; B = global batch size / process count, T = num_frames,
+H x W = config.data.pad_height x pad_width, N = config.data.max_instances):
+
+  frames          uint8 (B, T, H, W, 3)   RGB 0..255, zero in the padding
+  padding_mask    bool  (B, T, H, W)      True = padded pixel (same for the T frames of a clip)
+  labels          int32 (B, N)            contiguous class index 0..K-1; 0 in invalid slots
+  instance_valid  bool  (B, N)            slot holds an instance
+  masks           bool  (B, N, T, H, W)   binary; all False where the instance is absent
+  present         bool  (B, N, T)         instance visible in that frame (non-empty mask)
+  frame_indices   int32 (B, T)            sampled frame indices in the source video (sorted)
+  video_id        int32 (B,)              the dataset's video id
+  track_ids       int32 (B, N)            annotation id per slot; -1 in invalid slots
+  image_size      int32 (B, 2)            resized (h, w) of the clip before padding
+
+Sampling, resizing, flipping and target rules are in clips.py; which video each clip comes
+from (per-process sharding, order from (seed, epoch)) in schedule.py. Every clip is built by
+numpy/PIL code inside `tf.numpy_function`, in parallel, deterministic in order; so a broken
+frame or annotation is raised as one `UserError` line (see `numpy_batches`), never as a
+TensorFlow graph traceback. Hand the batches to `global_batch.make_global_batch`.
+
+Evaluation yields one whole video at a time (`make_eval_dataset` / `eval_videos`): frames
+uint8 (L, h, w, 3) with the short side at test_short_side (long side <= test_max_size), plus
+video_id, orig_height, orig_width, length, height, width (resized) and file_names.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import os
+import re
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ifc_jax.data import clips, sources
+from ifc_jax.data.schedule import TrainSchedule
+from ifc_jax.data.ytvis import YtvisDataset
+from ifc_jax.errors import UserError
+
+_ERROR_TAG = "IFC_DATA_ERROR"
+_ERROR_PATTERN = re.compile(rf"<<{_ERROR_TAG}:(.*?)>>")
+
+# Field name, dtype name, shape of one clip in symbols (T frames, N instance slots, H x W
+# padded size); the order of numpy_function's outputs.
+TRAIN_FIELDS = (
+    ("frames", "uint8", ("T", "H", "W", 3)),
+    ("padding_mask", "bool", ("T", "H", "W")),
+    ("labels", "int32", ("N",)),
+    ("instance_valid", "bool", ("N",)),
+    ("masks", "bool", ("N", "T", "H", "W")),
+    ("present", "bool", ("N", "T")),
+    ("frame_indices", "int32", ("T",)),
+    ("video_id", "int32", ()),
+    ("track_ids", "int32", ("N",)),
+    ("image_size", "int32", (2,)),
+)
+
+
+def clip_shapes(settings: clips.ClipSettings) -> dict[str, tuple[int, ...]]:
+    """Shape of every field of one training clip (add the batch axis in front for a batch)."""
+    sizes = {"T": settings.num_frames, "N": settings.max_instances,
+             "H": settings.pad_height, "W": settings.pad_width}
+    return {name: tuple(sizes.get(d, d) for d in shape) for name, _, shape in TRAIN_FIELDS}
+
+
+def import_tensorflow():
+    """Imports TensorFlow quietly and hides the GPUs from it (they belong to JAX)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    # RuntimeError: TF already initialised its devices; nothing to hide any more.
+    with contextlib.suppress(RuntimeError):
+        tf.config.set_visible_devices([], "GPU")
+    return tf
+
+
+def _process_defaults(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    return process_index, process_count
+
+
+def _tagged_user_errors(function):
+    """Wraps a numpy_function body so a UserError survives TF's error wrapping as a tag."""
+
+    def wrapper(*args):
+        try:
+            return function(*args)
+        except UserError as err:
+            raise RuntimeError(f"<<{_ERROR_TAG}:{err}>>") from None
+
+    return wrapper
+
+
+class NumpyIterator:
+    """Iterates a tf.data dataset as numpy dicts; tagged data errors become one UserError.
+
+    Why a class: a tf.data iterator still alive when Python shuts down can hang the exit (its
+    threads wait for a GIL that finalisation never hands out again). Every NumpyIterator is
+    closed by an atexit hook, while the interpreter is still whole; `close()` does it early.
+    """
+
+    def __init__(self, dataset):
+        self._tf = import_tensorflow()
+        self._iterator = dataset.as_numpy_iterator()
+        _LIVE_ITERATORS.add(self)
+
+    def __iter__(self) -> NumpyIterator:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._iterator is None:
+            raise StopIteration
+        try:
+            return next(self._iterator)
+        except self._tf.errors.OpError as err:
+            match = _ERROR_PATTERN.search(err.message or "")
+            if match is None:
+                raise
+            raise UserError(match.group(1)) from None
+
+    def close(self) -> None:
+        """Stops the pipeline's threads and frees its buffers."""
+        self._iterator = None
+        gc.collect()
+
+
+_LIVE_ITERATORS: weakref.WeakSet[NumpyIterator] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_iterators() -> None:
+    for iterator in list(_LIVE_ITERATORS):
+        iterator.close()
+
+
+def numpy_batches(dataset) -> NumpyIterator:
+    """Numpy iterator over a tf.data dataset (see NumpyIterator); use it, not as_numpy_iterator."""
+    return NumpyIterator(dataset)
+
+
+def make_train_dataset(dataset: YtvisDataset, settings: clips.ClipSettings, *,
+                       batch_size: int, seed: int, start_batch: int = 0,
+                       process_index: int | None = None, process_count: int | None = None,
+                       num_parallel_calls: int = -1, prefetch_batches: int = 2):
+    """Endless tf.data stream of training batches for this process (format: module docstring).
+
+    Args:
+      dataset: the training split (must have annotations).
+      settings: clip sampling / augmentation / padding settings.
+      batch_size: clips per batch on THIS process.
+      seed: with the epoch, fixes the video order and every clip's random choices.
+      start_batch: skip this many batches (resume); batch k is the same whatever start_batch.
+      process_index, process_count: default to jax.process_index() / jax.process_count().
+      num_parallel_calls: clips built concurrently (-1 = tf.data AUTOTUNE).
+      prefetch_batches: batches prepared ahead of the consumer.
+    """
+    tf = import_tensorflow()
+    if not dataset.has_annotations:
+        raise UserError(f"{dataset.json_path}: has no 'annotations'; it cannot be used for "
+                        "training")
+    process_index, process_count = _process_defaults(process_index, process_count)
+    schedule = TrainSchedule(len(dataset.videos), seed, process_index, process_count)
+    shapes = clip_shapes(settings)
+
+    @_tagged_user_errors
+    def load_clip(clip_number: np.ndarray) -> list[np.ndarray]:
+        epoch, position = schedule.locate(int(clip_number))
+        video = dataset.videos[position]
+        plan = clips.plan_clip(schedule.clip_rng(epoch, position), video.length, settings)
+        clip = clips.build_train_clip(video, plan, settings, source=dataset.json_path)
+        return [clip[name] for name, _, _ in TRAIN_FIELDS]
+
+    def to_dict(clip_number):
+        outputs = tf.numpy_function(load_clip, [clip_number],
+                                    [tf.as_dtype(dtype) for _, dtype, _ in TRAIN_FIELDS],
+                                    stateful=False)
+        clip = {}
+        for (name, _, _), tensor in zip(TRAIN_FIELDS, outputs, strict=True):
+            tensor.set_shape(shapes[name])
+            clip[name] = tensor
+        return clip
+
+    stream = tf.data.Dataset.counter(start=start_batch * batch_size)
+    stream = stream.map(to_dict, num_parallel_calls=_autotune(tf, num_parallel_calls),
+                        deterministic=True)
+    stream = stream.batch(batch_size, drop_remainder=True)
+    return stream.prefetch(_autotune(tf, prefetch_batches))
+
+
+def _autotune(tf, value: int) -> int:
+    return tf.data.AUTOTUNE if value < 0 else value
+
+
+def train_batches(config: Any, *, start_batch: int = 0, process_index: int | None = None,
+                  process_count: int | None = None,
+                  dataset: YtvisDataset | None = None) -> NumpyIterator:
+    """Numpy training batches for this process from a full config (data + train sections).
+
+    The global `config.train.batch_size` is split evenly over the processes.
+    """
+    process_index, process_count = _process_defaults(process_index, process_count)
+    global_batch = int(config.train.batch_size)
+    if global_batch % process_count:
+        raise UserError(f"config.train.batch_size={global_batch} is not divisible by the "
+                        f"{process_count} processes")
+    dataset = dataset or sources.load_split(config.data, "train")
+    stream = make_train_dataset(
+        dataset, clips.ClipSettings.from_config(config.data),
+        batch_size=global_batch // process_count, seed=int(config.train.seed),
+        start_batch=start_batch, process_index=process_index, process_count=process_count,
+        num_parallel_calls=int(config.data.get("num_parallel_calls", -1)),
+        prefetch_batches=int(config.data.get("prefetch_batches", 2)))
+    return numpy_batches(stream)
+
+
+EVAL_FIELDS = (
+    ("frames", "uint8", (None, None, None, 3)),
+    ("video_id", "int32", ()),
+    ("orig_height", "int32", ()),
+    ("orig_width", "int32", ()),
+    ("length", "int32", ()),
+    ("height", "int32", ()),
+    ("width", "int32", ()),
+    ("file_names", "string", (None,)),
+)
+
+
+def make_eval_dataset(dataset: YtvisDataset, short_side: int, max_size: int, *,
+                      process_index: int | None = None, process_count: int | None = None,
+                      num_parallel_calls: int = 2):
+    """tf.data of whole videos (one element per video) for this process's share.
+
+    Process p of P takes videos p, p + P, ... in dataset order. Elements are dicts of the
+    fields in EVAL_FIELDS (file_names as bytes); `eval_videos` gives them as numpy/str.
+    """
+    tf = import_tensorflow()
+    process_index, process_count = _process_defaults(process_index, process_count)
+    positions = sources.shard_videos(len(dataset.videos), process_index, process_count)
+
+    @_tagged_user_errors
+    def load_video(position: np.ndarray) -> list[np.ndarray]:
+        video = clips.load_eval_video(dataset.videos[int(position)], short_side, max_size,
+                                      dataset.json_path)
+        video["file_names"] = np.array([n.encode() for n in video["file_names"]], dtype=object)
+        return [np.asarray(video[name], dtype=object if dtype == "string" else dtype)
+                for name, dtype, _ in EVAL_FIELDS]
+
+    def to_dict(position):
+        outputs = tf.numpy_function(load_video, [position],
+                                    [tf.as_dtype(dtype) for _, dtype, _ in EVAL_FIELDS],
+                                    stateful=False)
+        element = {}
+        for (name, _, shape), tensor in zip(EVAL_FIELDS, outputs, strict=True):
+            tensor.set_shape(shape)
+            element[name] = tensor
+        return element
+
+    videos = tf.data.Dataset.from_tensor_slices(np.array(positions, dtype=np.int64))
+    videos = videos.map(to_dict, num_parallel_calls=num_parallel_calls, deterministic=True)
+    return videos.prefetch(1)
+
+
+def eval_videos(config: Any, *, process_index: int | None = None,
+                process_count: int | None = None,
+                dataset: YtvisDataset | None = None) -> Iterator[dict[str, Any]]:
+    """Whole validation videos of a config as numpy dicts (file_names as a list of str)."""
+    dataset = dataset or sources.load_split(config.data, "val")
+    stream = make_eval_dataset(dataset, int(config.data.test_short_side),
+                               int(config.data.test_max_size),
+                               process_index=process_index, process_count=process_count)
+    for video in numpy_batches(stream):
+        video["file_names"] = [n.decode() for n in video["file_names"]]
+        for key in ("video_id", "orig_height", "orig_width", "length", "height", "width"):
+            video[key] = int(video[key])
+        yield video

@@ -1,0 +1,92 @@
+"""Where a config's videos come from, and a TensorFlow-free iterator over whole videos.
+
+`config.data.dataset` picks the source:
+  * "toy": the built-in synthetic dataset, generated into `config.data.root` on first use
+    (parameters from `config.data.toy`, if the config has that section);
+  * "tfds": a `youtube_vis` TFDS build (`config.data.tfds_name`), exported once into the
+    YouTube-VIS layout under `config.data.root` (see tfds_adapter.py);
+  * anything else ("ytvis19", "ytvis21", "ovis", ...): YouTube-VIS / OVIS JSON + frame folder
+    under `config.data.root` (see data/README.md).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from ifc_jax.data import clips, toy
+from ifc_jax.data.ytvis import YtvisDataset, load_ytvis
+from ifc_jax.errors import UserError
+
+SPLITS = ("train", "val")
+
+
+def split_paths(data_config: Any, split: str) -> tuple[str, str]:
+    """(annotation JSON path, frame folder) of `split` ('train' or 'val')."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    root = data_config.root
+    return (os.path.join(root, data_config[f"{split}_json"]),
+            os.path.join(root, data_config[f"{split}_frames"]))
+
+
+def toy_options(data_config: Any) -> dict:
+    """Keyword arguments for `toy.generate_toy_dataset` from `config.data.toy` (if present)."""
+    section = data_config.get("toy", None)
+    options = dict(section) if section is not None else {}
+    known = {field.name for field in dataclasses.fields(toy.ToySpec)}
+    for key in options:
+        if key not in known:
+            raise UserError(f"config.data.toy.{key}: not a toy dataset parameter "
+                            f"(known: {', '.join(sorted(known))})")
+    return options
+
+
+def load_split(data_config: Any, split: str) -> YtvisDataset:
+    """Reads (preparing first, for toy / tfds sources) the `split` of a config's dataset."""
+    if data_config.dataset == "toy":
+        toy.generate_toy_dataset(data_config.root, **toy_options(data_config))
+    elif data_config.dataset == "tfds":
+        from ifc_jax.data import tfds_adapter  # imports TensorFlow Datasets
+
+        tfds_adapter.export_tfds_split(data_config, split)
+    json_path, frames_dir = split_paths(data_config, split)
+    return load_ytvis(json_path, frames_dir,
+                      check_frame_files=bool(data_config.get("check_frame_files", True)))
+
+
+def shard_videos(num_videos: int, process_index: int, process_count: int) -> list[int]:
+    """Positions of the videos process `process_index` handles at evaluation: every P-th."""
+    return list(range(process_index, num_videos, process_count))
+
+
+def iterate_eval_videos(dataset: YtvisDataset, short_side: int, max_size: int, *,
+                        process_index: int = 0, process_count: int = 1,
+                        prefetch: int = 2) -> Iterator[dict[str, Any]]:
+    """Whole videos for inference, decoded ahead on threads; no TensorFlow needed.
+
+    Yields `clips.load_eval_video` dicts (frames uint8 (L, h, w, 3), video_id, orig_height,
+    orig_width, length, height, width, file_names) for this process's share of the videos,
+    in dataset order. The tf.data version is `pipeline.make_eval_dataset`.
+    """
+    positions = shard_videos(len(dataset.videos), process_index, process_count)
+    if not dataset.videos:
+        raise UserError(f"{dataset.json_path}: the split has no videos")
+
+    def load(position: int) -> dict[str, Any]:
+        return clips.load_eval_video(dataset.videos[position], short_side, max_size,
+                                     dataset.json_path)
+
+    prefetch = max(1, prefetch)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=prefetch) as pool:
+        pending: collections.deque = collections.deque()
+        for position in positions:
+            pending.append(pool.submit(load, position))
+            if len(pending) > prefetch:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -1,0 +1,267 @@
+"""Reader for YouTube-VIS 2019 / 2021 and OVIS annotation files and their JPEG frame folders.
+
+Layout (see data/README.md): one JSON with
+  videos:      [{id, file_names: [L paths relative to the frame folder], height, width, length}]
+  categories:  [{id, name, ...}]
+  annotations: [{id, video_id, category_id, iscrowd, segmentations: [L entries], areas: [L],
+                 bboxes: [L], occlusion (OVIS, optional)}]       -- one entry per TRACK
+and a folder of frames. Splits without annotations (official valid / test) load for inference.
+
+Everything is validated here, before any tf.data pipeline runs, so bad input fails with one
+`UserError` line naming the file and the video. No TensorFlow in this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from ifc_jax.data import masks as mask_codec
+from ifc_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoryMap:
+    """Dataset category ids <-> contiguous class indices 0..K-1 (sorted by id)."""
+
+    dataset_ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self):
+        index = {cid: i for i, cid in enumerate(self.dataset_ids)}
+        object.__setattr__(self, "_index", index)
+
+    @classmethod
+    def from_categories(cls, categories: list[dict]) -> CategoryMap:
+        ordered = sorted(categories, key=lambda c: int(c["id"]))
+        return cls(tuple(int(c["id"]) for c in ordered),
+                   tuple(str(c.get("name", c["id"])) for c in ordered))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset_ids)
+
+    def to_contiguous(self, category_id: int) -> int:
+        """Dataset id (e.g. 1..40) -> class index (0..K-1). KeyError if unknown."""
+        return self._index[int(category_id)]
+
+    def to_dataset_id(self, index: int) -> int:
+        """Class index 0..K-1 -> dataset category id (what results.json needs)."""
+        return self.dataset_ids[int(index)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """One annotated object through a video. Lists have one entry per frame of the video."""
+
+    track_id: int
+    category_id: int  # as in the dataset
+    label: int  # contiguous class index
+    iscrowd: bool
+    segmentations: tuple[Any, ...]  # raw per-frame encodings; None where absent
+    areas: tuple[float | None, ...] | None = None
+    bboxes: tuple[Any, ...] | None = None
+    occlusion: tuple[Any, ...] | None = None  # OVIS only
+
+    def present_frames(self) -> np.ndarray:
+        """Indices of the frames with a (non-null) segmentation, int (n,)."""
+        return np.array([t for t, s in enumerate(self.segmentations)
+                         if not mask_codec.is_absent(s)], dtype=np.int64)
+
+    def mask(self, frame: int, height: int, width: int) -> np.ndarray | None:
+        """Decoded bool mask (height, width) in `frame`, or None when absent."""
+        return mask_codec.decode_segmentation(self.segmentations[frame], height, width)
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+    """A video of the index. `frames` is set instead of `frame_paths` for in-memory sources."""
+
+    video_id: int
+    height: int
+    width: int
+    file_names: tuple[str, ...]
+    frame_paths: tuple[str, ...]
+    tracks: tuple[Track, ...] = ()
+    frames: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def length(self) -> int:
+        return len(self.file_names)
+
+    @property
+    def name(self) -> str:
+        """The folder name of the frames (YouTube-VIS video name)."""
+        return os.path.dirname(self.file_names[0]) if self.file_names else str(self.video_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class YtvisDataset:
+    """A parsed, validated split: its videos, tracks and categories."""
+
+    json_path: str
+    frames_dir: str
+    videos: tuple[Video, ...]
+    categories: CategoryMap
+    has_annotations: bool
+
+    def video_by_id(self, video_id: int) -> Video:
+        for video in self.videos:
+            if video.video_id == video_id:
+                return video
+        raise KeyError(video_id)
+
+    def describe(self, video: Video) -> str:
+        """'video 3 (name) in train.json', for error messages."""
+        return f"video {video.video_id} ({video.name}) in {self.json_path}"
+
+
+def read_json(path: str) -> Any:
+    """Loads a JSON file; missing or malformed files raise one clear UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: annotation file not found (data/README.md: where datasets go)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: malformed JSON ({err.msg} at line {err.lineno}, "
+                        f"column {err.colno})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not a UTF-8 text file ({err.reason})") from None
+
+
+def load_ytvis(json_path: str, frames_dir: str, *, check_frame_files: bool = True) -> YtvisDataset:
+    """Reads and validates a YouTube-VIS / OVIS split.
+
+    Args:
+      json_path: the annotation JSON (train.json, valid.json, annotations_train.json, ...).
+      frames_dir: folder the `file_names` are relative to (e.g. `train/JPEGImages`).
+      check_frame_files: stat every frame file now, so a missing one is reported before
+        training starts (cheap: one stat per annotated frame).
+    """
+    return parse_ytvis(read_json(json_path), json_path, frames_dir,
+                       check_frame_files=check_frame_files)
+
+
+def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
+                check_frame_files: bool = True,
+                frames_by_video: dict[int, np.ndarray] | None = None) -> YtvisDataset:
+    """Validates already-loaded JSON content (see `load_ytvis`).
+
+    `frames_by_video` gives decoded frames (L, H, W, 3) uint8 per video id for in-memory
+    sources (the tfds adapter); those videos need no frame files.
+    """
+    where = json_path
+
+    def fail(message: str) -> UserError:
+        return UserError(f"{where}: {message}")
+
+    if not isinstance(content, dict) or not isinstance(content.get("videos"), list):
+        raise fail("not a YouTube-VIS file: expected an object with a 'videos' list")
+    categories = content.get("categories", [])
+    if not isinstance(categories, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("id"), int) for c in categories):
+        raise fail("'categories' must be a list of objects with an integer 'id'")
+    category_map = CategoryMap.from_categories(categories)
+    if len(set(category_map.dataset_ids)) != category_map.num_classes:
+        raise fail("'categories' has duplicate ids")
+    known_categories = set(category_map.dataset_ids)
+
+    raw_videos: dict[int, dict] = {}
+    for position, video in enumerate(content["videos"]):
+        _check_video_entry(video, position, fail)
+        if video["id"] in raw_videos:
+            raise fail(f"video id {video['id']} appears twice in 'videos'")
+        raw_videos[video["id"]] = video
+
+    has_annotations = "annotations" in content
+    annotations = content.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise fail("'annotations' must be a list")
+    tracks_by_video: dict[int, list[Track]] = {vid: [] for vid in raw_videos}
+    for position, annotation in enumerate(annotations):
+        track = _parse_track(annotation, position, raw_videos, known_categories,
+                             category_map, fail)
+        tracks_by_video[annotation["video_id"]].append(track)
+
+    frames_by_video = frames_by_video or {}
+    videos = []
+    for video_id, raw in raw_videos.items():
+        file_names = tuple(str(f) for f in raw["file_names"])
+        paths = tuple(os.path.join(frames_dir, f) for f in file_names)
+        in_memory = frames_by_video.get(video_id)
+        if in_memory is None and check_frame_files:
+            for path in paths:
+                if not os.path.isfile(path):
+                    name = os.path.dirname(file_names[0])
+                    raise UserError(f"{path}: frame file not found "
+                                    f"(video {video_id} ({name}) in {json_path})")
+        videos.append(Video(video_id=video_id, height=int(raw["height"]),
+                            width=int(raw["width"]), file_names=file_names, frame_paths=paths,
+                            tracks=tuple(tracks_by_video[video_id]), frames=in_memory))
+    return YtvisDataset(json_path=json_path, frames_dir=frames_dir, videos=tuple(videos),
+                        categories=category_map, has_annotations=has_annotations)
+
+
+def _check_video_entry(video: Any, position: int, fail) -> None:
+    if not isinstance(video, dict):
+        raise fail(f"videos[{position}] is not an object")
+    for key in ("id", "file_names", "height", "width"):
+        if key not in video:
+            raise fail(f"videos[{position}] (id {video.get('id')}) has no '{key}'")
+    label = f"video {video['id']}"
+    if not isinstance(video["file_names"], list) or not video["file_names"]:
+        raise fail(f"{label}: 'file_names' must be a non-empty list")
+    if not all(isinstance(v, int) and v > 0 for v in (video["height"], video["width"])):
+        raise fail(f"{label}: 'height' and 'width' must be positive integers")
+    length = video.get("length", len(video["file_names"]))
+    if length != len(video["file_names"]):
+        raise fail(f"{label}: 'length' is {length} but 'file_names' lists "
+                   f"{len(video['file_names'])} frames")
+
+
+def _parse_track(annotation: Any, position: int, raw_videos: dict[int, dict],
+                 known_categories: set[int], category_map: CategoryMap, fail) -> Track:
+    if not isinstance(annotation, dict):
+        raise fail(f"annotations[{position}] is not an object")
+    track_id = annotation.get("id", position + 1)
+    label = f"annotation {track_id}"
+    for key in ("video_id", "category_id", "segmentations"):
+        if key not in annotation:
+            raise fail(f"{label} has no '{key}'")
+    video = raw_videos.get(annotation["video_id"])
+    if video is None:
+        raise fail(f"{label}: video_id {annotation['video_id']} is not in 'videos'")
+    name = os.path.dirname(str(video["file_names"][0]))
+    label = f"{label} (video {video['id']} ({name}))"
+    if annotation["category_id"] not in known_categories:
+        raise fail(f"{label}: unknown category_id {annotation['category_id']} "
+                   f"(known: {sorted(known_categories)})")
+    length = len(video["file_names"])
+    segmentations = annotation["segmentations"]
+    if not isinstance(segmentations, list) or len(segmentations) != length:
+        count = len(segmentations) if isinstance(segmentations, list) else "no list of"
+        raise fail(f"{label}: 'segmentations' has {count} entries but the video has "
+                   f"{length} frames")
+    for frame, segmentation in enumerate(segmentations):
+        try:
+            mask_codec.check_segmentation(segmentation, video["height"], video["width"])
+        except mask_codec.SegmentationFormatError as err:
+            raise fail(f"{label}, frame {frame} ({video['file_names'][frame]}): "
+                       f"{err}") from None
+    optional = {}
+    for key in ("areas", "bboxes", "occlusion"):
+        values = annotation.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or len(values) != length:
+            raise fail(f"{label}: '{key}' must have one entry per frame ({length})")
+        optional[key] = tuple(values)
+    return Track(track_id=int(track_id), category_id=int(annotation["category_id"]),
+                 label=category_map.to_contiguous(annotation["category_id"]),
+                 iscrowd=bool(annotation.get("iscrowd", 0)),
+                 segmentations=tuple(segmentations), **optional)
