@@ -137,3 +137,32 @@ def test_head_initialisation_follows_spec(tiny):
     depthwise = params["spatial_decoder"]["out_depthwise"]["kernel"]
     assert depthwise.shape == (5, 5, 1, 64)
     assert np.abs(depthwise).max() <= np.sqrt(3.0 / 25)
+
+
+@pytest.mark.parametrize("variant", ["ifc", "no_comm", "full_thw", "decompose_thw"])
+def test_padding_a_clip_in_time_leaves_valid_frames_unchanged(variant):
+    """A 2-frame window padded to 4 frames with frame_valid gives the 2-frame outputs."""
+    config = load_config("configs/tiny.py")
+    config.model.communication = variant
+    model = IFC.from_config(config.model)
+    rng = np.random.RandomState(1)
+    frames = jnp.asarray(rng.randint(0, 256, (2, 32, 48, 3)), jnp.uint8)
+    padding = jnp.zeros((2, 32, 48), bool)
+    variables = jax.jit(model.init)(jax.random.key(0), frames[None], padding[None])
+    features = jax.jit(lambda v, f, p: model.apply(v, f, p, method=IFC.frame_features))(
+        variables, frames, padding)
+    # Two extra frames: fully padded pixels (as a padded frame would be), junk values.
+    padded_frames = jnp.concatenate([frames, jnp.full((2, 32, 48, 3), 77, jnp.uint8)])
+    padded_mask = jnp.concatenate([padding, jnp.ones((2, 32, 48), bool)])
+    padded_features = jax.jit(lambda v, f, p: model.apply(v, f, p, method=IFC.frame_features))(
+        variables, padded_frames, padded_mask)
+
+    def clip(v, feats, valid):
+        return model.apply(v, jax.tree.map(lambda x: x[None], feats), frame_valid=valid,
+                           method=IFC.clip_outputs)
+
+    short = jax.jit(lambda v, f: clip(v, f, None))(variables, features)
+    long = jax.jit(lambda v, f: clip(v, f, jnp.asarray([[True, True, False, False]])))(
+        variables, padded_features)
+    np.testing.assert_allclose(long["pred_logits"], short["pred_logits"], atol=1e-4)
+    np.testing.assert_allclose(long["pred_masks"][:, :, :, :2], short["pred_masks"], atol=1e-3)

@@ -2,7 +2,10 @@
 
 All take per-frame tokens and return per-frame tokens of the same shape:
   tokens, position: (B, T, hw, C) with the 2-D sine position of each frame;
-  padding_mask:     (B, T, hw) bool, True = padded pixel.
+  padding_mask:     (B, T, hw) bool, True = padded pixel;
+  frame_valid:      optional (B, T) bool, False on frames that only pad a clip in time (their
+                    pixels must be all padded too); valid frames' outputs then do not depend
+                    on them, which lets short windows share one compiled shape.
 
 * `ifc`: per block, Encode-Receive = self-attention within each frame over its hw tokens plus
   M memory tokens; Gather-Communicate = self-attention of each memory slot across the T frames
@@ -31,6 +34,14 @@ Array = jax.Array
 # M, so the tokens are N(0, 2 / M).
 memory_token_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal", in_axis=-1,
                                                      out_axis=-2)
+
+
+def _frame_key_mask(frame_valid: Array | None, sequences: int) -> Array | None:
+    """(B, T) valid frames -> (B, sequences, T) key padding mask for attention across time."""
+    if frame_valid is None:
+        return None
+    batch, frames = frame_valid.shape
+    return jnp.broadcast_to(~frame_valid[:, None, :], (batch, sequences, frames))
 
 
 class EncoderOutput(NamedTuple):
@@ -64,7 +75,8 @@ class IFCEncoder(_LayerStack):
 
     @nn.compact
     def __call__(
-        self, tokens: Array, position: Array, padding_mask: Array, deterministic: bool = True
+        self, tokens: Array, position: Array, padding_mask: Array, deterministic: bool = True,
+        *, frame_valid: Array | None = None,
     ) -> EncoderOutput:
         if self.num_memory_tokens < 1:
             raise ValueError("the ifc encoder needs num_memory_tokens >= 1 (use no_comm for 0)")
@@ -90,7 +102,8 @@ class IFCEncoder(_LayerStack):
             frame_tokens, memory = sequence[:, :, :num_pixels], sequence[:, :, num_pixels:]
             # Gather-Communicate: slot m of every frame attends across the T frames.
             slots = jnp.swapaxes(memory, 1, 2)  # (B, M, T, C)
-            slots = self.layer(f"gather_communicate_{index}")(slots, None, None, deterministic)
+            slots = self.layer(f"gather_communicate_{index}")(
+                slots, None, _frame_key_mask(frame_valid, slots.shape[1]), deterministic)
             memory = jnp.swapaxes(slots, 1, 2)
         return EncoderOutput(frame_tokens, memory, memory_position)
 
@@ -100,7 +113,8 @@ class NoCommEncoder(_LayerStack):
 
     @nn.compact
     def __call__(
-        self, tokens: Array, position: Array, padding_mask: Array, deterministic: bool = True
+        self, tokens: Array, position: Array, padding_mask: Array, deterministic: bool = True,
+        *, frame_valid: Array | None = None,
     ) -> EncoderOutput:
         for index in range(self.num_layers):
             tokens = self.layer(f"spatial_{index}")(tokens, position, padding_mask, deterministic)
@@ -112,7 +126,8 @@ class FullSpaceTimeEncoder(_LayerStack):
 
     @nn.compact
     def __call__(
-        self, tokens: Array, position: Array, padding_mask: Array, deterministic: bool = True
+        self, tokens: Array, position: Array, padding_mask: Array, deterministic: bool = True,
+        *, frame_valid: Array | None = None,
     ) -> EncoderOutput:
         batch, frames, num_pixels, channels = tokens.shape
         flat = tokens.reshape(batch, frames * num_pixels, channels)
@@ -134,13 +149,16 @@ class DecomposedSpaceTimeEncoder(_LayerStack):
 
     @nn.compact
     def __call__(
-        self, tokens: Array, position: Array, padding_mask: Array, deterministic: bool = True
+        self, tokens: Array, position: Array, padding_mask: Array, deterministic: bool = True,
+        *, frame_valid: Array | None = None,
     ) -> EncoderOutput:
         for index in range(self.num_layers):
             tokens = self.layer(f"spatial_{index}")(tokens, position, padding_mask, deterministic)
             if index < self.num_layers - 1:
                 per_pixel = jnp.swapaxes(tokens, 1, 2)  # (B, hw, T, C)
-                per_pixel = self.layer(f"temporal_{index}")(per_pixel, None, None, deterministic)
+                per_pixel = self.layer(f"temporal_{index}")(
+                    per_pixel, None, _frame_key_mask(frame_valid, per_pixel.shape[1]),
+                    deterministic)
                 tokens = jnp.swapaxes(per_pixel, 1, 2)
         return EncoderOutput(tokens, None, None)
 

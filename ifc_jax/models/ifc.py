@@ -18,7 +18,7 @@ from ifc_jax.models.encoder import COMMUNICATION_VARIANTS, build_encoder
 from ifc_jax.models.heads import dynamic_mask_logits
 from ifc_jax.models.layers import MLP, torch_default_bias_init, torch_default_kernel_init
 from ifc_jax.models.position import sine_position_encoding
-from ifc_jax.models.resnet import ResNet
+from ifc_jax.models.resnet import ResNet, resnet_output_channels
 from ifc_jax.models.spatial_decoder import SpatialDecoder
 
 Array = jax.Array
@@ -105,7 +105,138 @@ class IFC(nn.Module):
         x = (x - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
         return jnp.where(padding_mask[..., None], 0.0, x).astype(self.dtype)
 
-    @nn.compact
+    def setup(self) -> None:
+        if self.communication not in COMMUNICATION_VARIANTS:
+            raise ValueError(f"unknown communication variant {self.communication!r}")
+        self.backbone = ResNet(
+            depth=self.backbone_depth,
+            width=self.backbone_width,
+            stage_blocks=self.backbone_stage_blocks,
+            stride_in_1x1=self.stride_in_1x1,
+            freeze_at=self.freeze_at,
+            dtype=self.dtype,
+        )
+        res5_channels = resnet_output_channels(self.backbone_width)["res5"]
+        self.input_proj = nn.Conv(
+            self.hidden_dim,
+            (1, 1),
+            dtype=self.dtype,
+            kernel_init=torch_default_kernel_init,
+            bias_init=torch_default_bias_init(res5_channels),
+        )
+        self.encoder = build_encoder(
+            self.communication,
+            num_layers=self.enc_layers,
+            num_heads=self.num_heads,
+            dim_feedforward=self.dim_feedforward,
+            dropout=self.dropout,
+            num_memory_tokens=self.num_memory_tokens,
+            dtype=self.dtype,
+            name=None,
+        )
+        self.query_embed = self.param(
+            "query_embed", nn.initializers.normal(1.0), (self.num_queries, self.hidden_dim),
+            jnp.float32,
+        )
+        self.decoder = TransformerDecoder(
+            num_layers=self.dec_layers,
+            num_heads=self.num_heads,
+            dim_feedforward=self.dim_feedforward,
+            dropout=self.dropout,
+            dtype=self.dtype,
+        )
+        self.class_embed = MLP((self.hidden_dim, self.num_classes + 1), self.dtype)
+        self.spatial_decoder = SpatialDecoder(self.hidden_dim, dtype=self.dtype)
+        self.mask_kernel = MLP((self.hidden_dim,) * 3, self.dtype)
+
+    def frame_features(self, frames: Array, padding_mask: Array) -> dict[str, Array]:
+        """The per-frame half: backbone, input projection, position encoding.
+
+        Args:
+          frames: (F, H, W, 3) RGB 0..255; padding_mask: (F, H, W) bool, True = padded.
+        Returns:
+          tokens, position (F, h5, w5, C); mask (F, h5, w5) bool; res4 (F, h16, w16, C4);
+          res3 (F, h8, w8, C3). Each frame's features depend on that frame only, so a video's
+          frames can be encoded once and shared by every window that contains them.
+        """
+        pixels = self.normalize(frames, padding_mask)
+        features = self.backbone(pixels)
+        res5 = features["res5"]
+        valid_height = jnp.sum(~padding_mask[:, :, 0], axis=1)
+        valid_width = jnp.sum(~padding_mask[:, 0, :], axis=1)
+        mask = level_padding_mask(valid_height, valid_width, res5.shape[1:3], 32)
+        position = sine_position_encoding(mask, self.hidden_dim).astype(self.dtype)
+        return {
+            "tokens": self.input_proj(res5),
+            "position": position,
+            "mask": mask,
+            "res4": features["res4"],
+            "res3": features["res3"],
+        }
+
+    def clip_outputs(
+        self,
+        features: dict[str, Array],
+        train: bool = False,
+        all_layers: bool | None = None,
+        frame_valid: Array | None = None,
+    ) -> dict[str, Array]:
+        """The per-clip half: encoder, decoder, spatial decoder and heads.
+
+        Args:
+          features: `frame_features` outputs with a (B, T) leading shape instead of (F,).
+          frame_valid: optional (B, T) bool; False marks frames that only pad the clip in time
+            (their pixels must be fully padded). Outputs for valid frames are then exactly
+            those of the clip without them.
+        Returns:
+          as `__call__`.
+        """
+        all_layers = train if all_layers is None else all_layers
+        deterministic = not train
+        tokens = features["tokens"]
+        batch, frames, h5, w5, channels = tokens.shape
+        clip_shape = (batch, frames, h5 * w5)
+        position = features["position"].reshape(*clip_shape, channels)
+        mask = features["mask"].reshape(clip_shape)
+        encoded = self.encoder(tokens.reshape(*clip_shape, channels), position, mask,
+                               deterministic, frame_valid=frame_valid)
+
+        # Decoder keys: all frame tokens of the clip (t-major), then all its memory tokens.
+        memory = encoded.frame_tokens.reshape(batch, -1, channels)
+        memory_position = position.reshape(batch, -1, channels)
+        memory_mask = mask.reshape(batch, -1)
+        if encoded.memory_tokens is not None:
+            memory_tokens = encoded.memory_tokens  # (B, T, M, C)
+            slots = memory_tokens.shape[2]
+            memory = jnp.concatenate([memory, memory_tokens.reshape(batch, -1, channels)], 1)
+            slot_position = jnp.broadcast_to(encoded.memory_position.astype(self.dtype),
+                                             memory_tokens.shape)
+            memory_position = jnp.concatenate(
+                [memory_position, slot_position.reshape(batch, -1, channels)], axis=1)
+            slot_mask = jnp.zeros((batch, frames, slots), bool)
+            if frame_valid is not None:
+                slot_mask = jnp.broadcast_to(~frame_valid[:, :, None], slot_mask.shape)
+            memory_mask = jnp.concatenate([memory_mask, slot_mask.reshape(batch, -1)], 1)
+        decoded = self.decoder(self.query_embed, memory, memory_position, memory_mask,
+                               deterministic)
+        if not all_layers:
+            decoded = decoded[-1:]
+
+        class_logits = self.class_embed(decoded)
+        mask_features = self.spatial_decoder(
+            encoded.frame_tokens.reshape(batch * frames, h5, w5, channels),
+            features["res4"].reshape(batch * frames, *features["res4"].shape[2:]),
+            features["res3"].reshape(batch * frames, *features["res3"].shape[2:]),
+        )
+        mask_logits = dynamic_mask_logits(
+            self.mask_kernel(decoded),
+            mask_features.reshape(batch, frames, *mask_features.shape[1:]),
+        )
+        return {
+            "pred_logits": class_logits.astype(jnp.float32),
+            "pred_masks": mask_logits.astype(jnp.float32),
+        }
+
     def __call__(
         self,
         frames: Array,
@@ -125,104 +256,11 @@ class IFC(nn.Module):
           `pred_logits` (L, B, N, K+1) and `pred_masks` (L, B, N, T, ceil(H/8), ceil(W/8)),
           float32, with L = dec_layers if all_layers else 1 (the last layer).
         """
-        if self.communication not in COMMUNICATION_VARIANTS:
-            raise ValueError(f"unknown communication variant {self.communication!r}")
-        all_layers = train if all_layers is None else all_layers
-        deterministic = not train
         batch, frames_per_clip, height, width = padding_mask.shape
-        flat_mask = padding_mask.reshape(batch * frames_per_clip, height, width)
-        pixels = self.normalize(
-            frames.reshape(batch * frames_per_clip, height, width, frames.shape[-1]), flat_mask
+        features = self.frame_features(
+            frames.reshape(batch * frames_per_clip, height, width, frames.shape[-1]),
+            padding_mask.reshape(batch * frames_per_clip, height, width),
         )
-        features = ResNet(
-            depth=self.backbone_depth,
-            width=self.backbone_width,
-            stage_blocks=self.backbone_stage_blocks,
-            stride_in_1x1=self.stride_in_1x1,
-            freeze_at=self.freeze_at,
-            dtype=self.dtype,
-            name="backbone",
-        )(pixels)
-
-        res5 = features["res5"]
-        h5, w5 = res5.shape[1:3]
-        valid_height = jnp.sum(~flat_mask[:, :, 0], axis=1)
-        valid_width = jnp.sum(~flat_mask[:, 0, :], axis=1)
-        mask5 = level_padding_mask(valid_height, valid_width, (h5, w5), 32)
-        position = sine_position_encoding(mask5, self.hidden_dim).astype(self.dtype)
-        projected = nn.Conv(
-            self.hidden_dim,
-            (1, 1),
-            dtype=self.dtype,
-            kernel_init=torch_default_kernel_init,
-            bias_init=torch_default_bias_init(res5.shape[-1]),
-            name="input_proj",
-        )(res5)
-
-        clip_shape = (batch, frames_per_clip, h5 * w5)
-        encoded = build_encoder(
-            self.communication,
-            num_layers=self.enc_layers,
-            num_heads=self.num_heads,
-            dim_feedforward=self.dim_feedforward,
-            dropout=self.dropout,
-            num_memory_tokens=self.num_memory_tokens,
-            dtype=self.dtype,
-        )(
-            projected.reshape(*clip_shape, self.hidden_dim),
-            position.reshape(*clip_shape, self.hidden_dim),
-            mask5.reshape(clip_shape),
-            deterministic,
-        )
-
-        # Decoder keys: all frame tokens of the clip (t-major), then all its memory tokens.
-        frame_tokens = encoded.frame_tokens
-        memory = frame_tokens.reshape(batch, -1, self.hidden_dim)
-        memory_position = position.reshape(batch, -1, self.hidden_dim)
-        memory_mask = mask5.reshape(batch, -1)
-        if encoded.memory_tokens is not None:
-            memory_tokens = encoded.memory_tokens
-            memory = jnp.concatenate(
-                [memory, memory_tokens.reshape(batch, -1, self.hidden_dim)], axis=1
-            )
-            slot_position = jnp.broadcast_to(
-                encoded.memory_position.astype(self.dtype), memory_tokens.shape
-            )
-            memory_position = jnp.concatenate(
-                [memory_position, slot_position.reshape(batch, -1, self.hidden_dim)], axis=1
-            )
-            memory_mask = jnp.concatenate(
-                [memory_mask, jnp.zeros((batch, memory_tokens.shape[1] * memory_tokens.shape[2]),
-                                        bool)], axis=1
-            )
-        query_embed = self.param(
-            "query_embed", nn.initializers.normal(1.0), (self.num_queries, self.hidden_dim),
-            jnp.float32,
-        )
-        decoded = TransformerDecoder(
-            num_layers=self.dec_layers,
-            num_heads=self.num_heads,
-            dim_feedforward=self.dim_feedforward,
-            dropout=self.dropout,
-            dtype=self.dtype,
-            name="decoder",
-        )(query_embed, memory, memory_position, memory_mask, deterministic)
-        if not all_layers:
-            decoded = decoded[-1:]
-
-        class_logits = MLP((self.hidden_dim, self.num_classes + 1), self.dtype,
-                           name="class_embed")(decoded)
-        mask_features = SpatialDecoder(self.hidden_dim, dtype=self.dtype,
-                                       name="spatial_decoder")(
-            frame_tokens.reshape(batch * frames_per_clip, h5, w5, self.hidden_dim),
-            features["res4"],
-            features["res3"],
-        )
-        kernels = MLP((self.hidden_dim,) * 3, self.dtype, name="mask_kernel")(decoded)
-        mask_logits = dynamic_mask_logits(
-            kernels, mask_features.reshape(batch, frames_per_clip, *mask_features.shape[1:])
-        )
-        return {
-            "pred_logits": class_logits.astype(jnp.float32),
-            "pred_masks": mask_logits.astype(jnp.float32),
-        }
+        features = {name: value.reshape(batch, frames_per_clip, *value.shape[1:])
+                    for name, value in features.items()}
+        return self.clip_outputs(features, train, all_layers)

@@ -99,8 +99,11 @@ def count_flops_by_module(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> 
     closed = jax.make_jaxpr(lambda *a: fn(*a, **kwargs))(*args)
     by_module: dict[str, Counter] = {}
     for eqn in closed.jaxpr.eqns:
-        parts = str(eqn.source_info.name_stack).split("/")
-        module = parts[1] if len(parts) > 1 else "(root)"
+        # e.g. "IFC/IFC.frame_features/backbone/res2_0/conv1": skip the root and the
+        # "Class.method" scopes of the root's methods.
+        parts = [part for part in str(eqn.source_info.name_stack).split("/")[1:]
+                 if "." not in part]
+        module = parts[0] if parts else "(root)"
         _eqn_flops(eqn, by_module.setdefault(module, Counter()), 1)
     return {module: counts for module, counts in by_module.items() if sum(counts.values())}
 
