@@ -4,10 +4,16 @@ The environment variables must be set before jax (or tensorflow) is imported any
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Compiled programs are shared across tests and the subprocesses they start (the resume and
+# multi-process tests run main.py several times): a per-session persistent cache.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ifc-jax-xla-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Tests check behaviour, not speed: a cheaper XLA backend halves CPU compile times.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")

@@ -1,0 +1,138 @@
+"""The real training loop in subprocesses: resume after SIGKILL, save on SIGTERM, 2 processes."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ifc_jax.train.loop import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY_OVERRIDES = [  # a small toy dataset and a short run with frequent checkpoints
+    "--config.data.toy.num_train=6", "--config.data.toy.num_val=2",
+    "--config.train.batch_size=2", "--config.train.log_every=1",
+    "--config.train.checkpoint_every=2",
+]
+# Executables with host callbacks (the scipy matcher) cannot go into JAX's persistent cache;
+# the on-device matcher lets the repeated runs below reuse one compilation. The matchers'
+# equality is tested in test_matching.py / test_train_step.py; the 2-process test uses `host`.
+DEVICE_MATCHER = "--config.train.matcher=device"
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    from ifc_jax.data.toy import generate_toy_dataset
+
+    root = str(tmp_path_factory.mktemp("toy") / "toy")
+    generate_toy_dataset(root, seed=0, num_train=6, num_val=2, height=96, width=144)
+    return root
+
+
+def _train_command(workdir, toy_root, steps, *extra, matcher=DEVICE_MATCHER):
+    return [sys.executable, "main.py", "train", "--config", "configs/toy.py",
+            "--workdir", str(workdir), f"--config.data.root={toy_root}",
+            f"--config.train.num_steps={steps}", *TOY_OVERRIDES, matcher, *extra]
+
+
+def _env(devices=2):
+    return dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu")
+
+
+def _run(command, devices=2, timeout=400):
+    proc = subprocess.run(command, cwd=REPO, env=_env(devices), capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _start_and_signal(command, workdir, after_step, sig, timeout=400):
+    """Starts training and sends `sig` once `after_step` appears in the metrics file."""
+    proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while max(read_metrics(str(workdir)), default=0) < after_step:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "training did not reach the step in time"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=timeout)
+    return proc.returncode, stderr
+
+
+def _checkpoint_steps(workdir):
+    folder = os.path.join(workdir, "checkpoints")
+    return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+
+
+def test_resume_after_sigkill_continues_like_an_uninterrupted_run(tmp_path, toy_root):
+    resumed_dir, reference_dir = tmp_path / "resumed", tmp_path / "reference"
+    code, _ = _start_and_signal(_train_command(resumed_dir, toy_root, 60), resumed_dir, 3,
+                                signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    # Finalised checkpoints only: a save still in flight when the process died is left as a
+    # temporary folder, which orbax ignores.
+    last_saved = max(_checkpoint_steps(resumed_dir))
+    assert last_saved >= 1
+    end = last_saved + 3
+    proc = _run(_train_command(resumed_dir, toy_root, end))
+    assert "resumed from" in proc.stderr and f"at step {last_saved}" in proc.stderr
+
+    _run(_train_command(reference_dir, toy_root, end))
+    reference = read_metrics(str(reference_dir))
+    assert sorted(reference) == list(range(1, end + 1))
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(reference_dir))
+    resumed = read_metrics(str(resumed_dir))
+    for step in range(last_saved + 1, end + 1):
+        for name in ("loss", "loss_ce", "loss_mask", "loss_dice", "grad_norm"):
+            assert resumed[step][name] == pytest.approx(reference[step][name], rel=1e-5), (
+                step, name)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, toy_root):
+    workdir = tmp_path / "preempted"
+    code, stderr = _start_and_signal(_train_command(workdir, toy_root, 500), workdir, 3,
+                                     signal.SIGTERM)
+    assert code == 0, stderr[-3000:]
+    assert "SIGTERM" in stderr
+    logged = max(read_metrics(str(workdir)))
+    saved = max(_checkpoint_steps(workdir))
+    assert saved >= 3 and saved >= logged  # saved at the step boundary after the signal
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_train_together_and_agree(tmp_path, toy_root):
+    port = _free_port()
+    workdir = tmp_path / "multiprocess"
+    procs = []
+    for process_id in range(2):
+        command = _train_command(
+            workdir, toy_root, 3, "--config.train.batch_size=8",
+            "--config.distributed.mode=explicit",
+            f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+            "--config.distributed.num_processes=2",
+            f"--config.distributed.process_id={process_id}",
+            matcher="--config.train.matcher=host")
+        procs.append(subprocess.Popen(command, cwd=REPO, env=_env(devices=4),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [proc.communicate(timeout=500) for proc in procs]
+    for proc, (_, stderr) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, stderr[-3000:]
+    losses = []
+    for _, stderr in outputs:
+        lines = [line for line in stderr.splitlines() if "| loss " in line]
+        assert len(lines) == 3, stderr[-2000:]
+        losses.append([line.split("| loss ")[1].split()[0] for line in lines])
+    assert losses[0] == losses[1]
+    logged = read_metrics(str(workdir))  # written by process 0 only
+    assert sorted(logged) == [1, 2, 3]
+    assert f"{logged[3]['loss']:.4f}" == losses[0][-1]
