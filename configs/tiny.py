@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.dim_feedforward = 64
     model.num_memory_tokens = 4
     model.num_queries = 10
-    model.num_classes = 3
+    model.num_classes = 4  # the toy dataset's classes
     config.data.dataset = "toy"
     config.data.root = "data/toy"
     config.data.num_frames = 3

@@ -17,6 +17,7 @@ from ifc_jax.logs import setup_logging
 # name -> one-line help. Order is the order shown in `--help`.
 SUBCOMMANDS: dict[str, str] = {
     "train": "train a model (resumable, multi-host); checkpoints and TensorBoard in --workdir",
+    "evaluate": "predict and track every val video; DIR/eval/results.json and metrics.json",
     "flops": "encoder GFLOPs of the communication variants (the paper's table)",
     "summary": "parameters per module and forward GFLOPs per frame of a config's model",
     "benchmark": "measured speed (data pipeline, ...) as a table or JSON",

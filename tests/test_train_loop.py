@@ -92,12 +92,12 @@ def test_resume_after_sigkill_continues_like_an_uninterrupted_run(tmp_path, toy_
                 step, name)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, toy_root):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, toy_root, sig):
     workdir = tmp_path / "preempted"
-    code, stderr = _start_and_signal(_train_command(workdir, toy_root, 500), workdir, 3,
-                                     signal.SIGTERM)
+    code, stderr = _start_and_signal(_train_command(workdir, toy_root, 500), workdir, 3, sig)
     assert code == 0, stderr[-3000:]
-    assert "SIGTERM" in stderr
+    assert f"{signal.Signals(sig).name}: saved a checkpoint" in stderr
     logged = max(read_metrics(str(workdir)))
     saved = max(_checkpoint_steps(workdir))
     assert saved >= 3 and saved >= logged  # saved at the step boundary after the signal

@@ -8,14 +8,9 @@ number) and the batch number equals the state's step.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
-import jax
-import numpy as np
 import orbax.checkpoint as ocp
-
-from ifc_jax.errors import UserError
 
 State = dict[str, Any]
 
@@ -46,57 +41,3 @@ class Checkpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-def _find_state_dir(path: str) -> str:
-    """Accepts a workdir, its checkpoints/ folder, or one step folder; returns the item dir."""
-    candidates = [path, os.path.join(path, "checkpoints")]
-    for candidate in candidates:
-        if not os.path.isdir(candidate):
-            continue
-        steps = sorted(int(name) for name in os.listdir(candidate) if name.isdigit())
-        if steps:
-            candidate = os.path.join(candidate, str(steps[-1]))
-        default_item = os.path.join(candidate, "default")
-        if os.path.isdir(default_item):
-            return default_item
-        if os.path.isfile(os.path.join(candidate, "_METADATA")):
-            return candidate
-    raise UserError(f"{path}: no orbax checkpoint found (expected a workdir, its checkpoints/ "
-                    "folder or a step folder)")
-
-
-def load_params(path: str) -> Any:
-    """The `params` tree of a saved train state (or of a bare params checkpoint), as numpy."""
-    item_dir = _find_state_dir(path)
-    restored = ocp.StandardCheckpointer().restore(item_dir)
-    params = restored.get("params", restored) if isinstance(restored, dict) else restored
-    return jax.tree.map(np.asarray, params)
-
-
-def merge_params(target: Any, source: Any, exclude_prefixes: Sequence[str] = ()
-                 ) -> tuple[Any, list[str], list[str]]:
-    """Copies `source` leaves into `target` where the paths and shapes match.
-
-    Paths starting with one of `exclude_prefixes` (e.g. 'class_embed') are kept from
-    `target`. Returns (merged, taken paths, kept-from-target paths). Shape mismatches fail.
-    """
-    source_flat = {jax.tree_util.keystr(path): leaf
-                   for path, leaf in jax.tree_util.tree_flatten_with_path(source)[0]}
-    taken, kept = [], []
-
-    def pick(path, leaf):
-        name = jax.tree_util.keystr(path)
-        plain = "/".join(str(getattr(entry, "key", entry)) for entry in path)
-        if plain.startswith(tuple(exclude_prefixes)) or name not in source_flat:
-            kept.append(plain)
-            return leaf
-        value = source_flat[name]
-        if tuple(value.shape) != tuple(leaf.shape):
-            raise UserError(f"init_from: {plain} has shape {tuple(value.shape)} in the "
-                            f"checkpoint but {tuple(leaf.shape)} in the model")
-        taken.append(plain)
-        return jax.numpy.asarray(value, leaf.dtype)
-
-    merged = jax.tree_util.tree_map_with_path(pick, target)
-    return merged, taken, kept

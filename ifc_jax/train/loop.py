@@ -14,6 +14,7 @@ SIGTERM (TPU/SLURM preemption) saves a checkpoint at the next step boundary and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,10 +29,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ifc_jax.errors import UserError
 from ifc_jax.models.ifc import IFC
-from ifc_jax.train.checkpoint import Checkpoints, load_params, merge_params
+from ifc_jax.train.checkpoint import Checkpoints
 from ifc_jax.train.optim import build_optimizer
 from ifc_jax.train.step import BATCH_AXIS, init_state, make_train_step, select_model_inputs
 from ifc_jax.validation import validate_train_config
+from ifc_jax.weights import load_params, merge_params
 
 log = logging.getLogger("ifc_jax.train")
 
@@ -64,39 +66,53 @@ def make_mesh() -> Mesh:
     return Mesh(np.asarray(jax.devices()), (BATCH_AXIS,))
 
 
-def _ensure_dataset(config: Any) -> None:
-    """Generates the toy dataset on first use (process 0 writes, the others wait)."""
-    if config.data.dataset != "toy":
-        return
-    from jax.experimental import multihost_utils
+def _load_train_split(config: Any) -> Any:
+    """The train split, its categories checked against the model (the toy dataset is generated
+    on first use: process 0 writes it, the others wait)."""
+    from ifc_jax.data import sources
 
-    from ifc_jax.data.toy import generate_toy_dataset
+    generated_here = config.data.dataset == "toy" and jax.process_index() == 0
+    if generated_here:
+        dataset = sources.load_split(config.data, "train")
+    if config.data.dataset == "toy" and jax.process_count() > 1:
+        from jax.experimental import multihost_utils
 
-    if jax.process_index() == 0:
-        generate_toy_dataset(config.data.root, **dict(config.data.get("toy", {})))
-    if jax.process_count() > 1:
         multihost_utils.sync_global_devices("toy dataset ready")
+    if not generated_here:
+        dataset = sources.load_split(config.data, "train")
+    if dataset.categories.num_classes != config.model.num_classes:
+        raise UserError(f"{dataset.json_path}: {dataset.categories.num_classes} categories but "
+                        f"config.model.num_classes={config.model.num_classes}")
+    return dataset
 
 
 class _PreemptionFlag:
-    """Set by SIGTERM; the loop saves and stops at the next step boundary."""
+    """Set by SIGTERM (preemption) or a first Ctrl-C; the loop saves and stops at the next step
+    boundary. A second Ctrl-C interrupts at once."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signal_name = ""
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame):
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            log.warning("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to abort)")
 
     def __enter__(self):
-        def handler(signum, frame):
-            self.requested = True
-        try:
-            self._previous = signal.signal(signal.SIGTERM, handler)
-        except ValueError:  # not the main thread (e.g. a notebook worker): no handler
-            self._previous = None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Outside the main thread (e.g. a notebook worker) no handler can be installed.
+            with contextlib.suppress(ValueError):
+                self._previous[signum] = signal.signal(signum, self._handler)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def _format_duration(seconds: float) -> str:
@@ -137,7 +153,7 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
     from ifc_jax.data.global_batch import make_global_batch
     from ifc_jax.data.pipeline import train_batches
 
-    _ensure_dataset(config)
+    dataset = _load_train_split(config)
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh()
     model = IFC.from_config(config.model)
@@ -174,7 +190,7 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
 
     base_rng = jax.random.fold_in(jax.random.key(train_cfg.seed), 1)
     train_step = make_train_step(model, optimizer, schedule, base_rng, mesh, train_cfg.matcher)
-    batches = train_batches(config, start_batch=start_step)
+    batches = train_batches(config, start_batch=start_step, dataset=dataset)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     interactive = sys.stderr.isatty() and jax.process_index() == 0
     history: list[dict[str, float]] = []
@@ -215,7 +231,8 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
                 checkpoints.save(step, state)
                 if preemption.requested:
                     _save_now(checkpoints, step, state)
-                    log.warning("SIGTERM: saved a checkpoint at step %d; exiting", step)
+                    log.warning("%s: saved a checkpoint at step %d; exiting",
+                                preemption.signal_name, step)
                     break
             else:
                 _save_now(checkpoints, step, state)

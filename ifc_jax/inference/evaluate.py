@@ -1,0 +1,83 @@
+"""`evaluate_split(config, weights_path, output_dir)`: predict a whole split, write and score it.
+
+Writes OUTPUT_DIR/results.json (the YouTube-VIS / OVIS server format) and, when the split has
+annotations, OUTPUT_DIR/metrics.json (the official metric computed locally). No TensorFlow:
+videos are decoded with `ifc_jax.data.sources.iterate_eval_videos`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from ifc_jax.data import sources
+from ifc_jax.evaluation.results import video_results, write_results_json
+from ifc_jax.evaluation.ytvis_metric import evaluate_results
+from ifc_jax.inference.loading import load_trained_model
+from ifc_jax.inference.predictor import VideoPredictor
+from ifc_jax.tools.output import atomic_write_bytes
+
+log = logging.getLogger("ifc_jax.evaluate")
+
+
+def evaluate_split(config: Any, weights_path: str, output_dir: str,
+                   split: str = "val") -> dict[str, Any]:
+    """Runs inference on `split` of `config.data`; returns a summary (metrics if annotated)."""
+    model, variables = load_trained_model(config, weights_path)
+    dataset = sources.load_split(config.data, split)
+    if dataset.categories.num_classes != config.model.num_classes:
+        from ifc_jax.errors import UserError
+
+        raise UserError(f"{dataset.json_path}: {dataset.categories.num_classes} categories but "
+                        f"the model has config.model.num_classes={config.model.num_classes}")
+    inference = config.inference
+    predictor = VideoPredictor(model, variables, window_frames=inference.window_frames,
+                               window_stride=inference.window_stride,
+                               match_threshold=inference.match_threshold)
+    category_ids = dataset.categories.dataset_ids
+    results: list[dict] = []
+    seconds = {"frame_features": 0.0, "windows": 0.0, "tracking": 0.0, "masks_rle": 0.0}
+    total_frames, begin = 0, time.perf_counter()
+    videos = sources.iterate_eval_videos(dataset, int(config.data.test_short_side),
+                                         int(config.data.test_max_size))
+    for index, video in enumerate(videos, start=1):
+        prediction = predictor.predict(video["frames"], video["length"],
+                                       (video["height"], video["width"]),
+                                       (video["orig_height"], video["orig_width"]))
+        results += video_results(video["video_id"], prediction.class_probs,
+                                 prediction.segmentations, category_ids,
+                                 class_threshold=inference.class_threshold,
+                                 multi_class=inference.multi_class)
+        for name, value in prediction.seconds.items():
+            seconds[name] += value
+        total_frames += video["length"]
+        if index % 10 == 0 or index == len(dataset.videos):
+            elapsed = time.perf_counter() - begin
+            log.info("evaluated %d/%d videos, %d frames, %.1f frames/s", index,
+                     len(dataset.videos), total_frames, total_frames / max(elapsed, 1e-9))
+    elapsed = time.perf_counter() - begin
+    os.makedirs(output_dir, exist_ok=True)
+    results_path = os.path.join(output_dir, "results.json")
+    write_results_json(results_path, results)
+    summary: dict[str, Any] = {
+        "results": results_path,
+        "videos": len(dataset.videos),
+        "frames": total_frames,
+        "predictions": len(results),
+        "seconds": elapsed,
+        "frames_per_second": total_frames / max(elapsed, 1e-9),
+        "seconds_by_stage": seconds,
+    }
+    if dataset.has_annotations:
+        with open(dataset.json_path, encoding="utf-8") as stream:
+            ground_truth = json.load(stream)
+        metrics = evaluate_results(ground_truth, results, gt_source=dataset.json_path,
+                                   results_source=results_path)
+        metrics_path = os.path.join(output_dir, "metrics.json")
+        atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
+        summary["metrics"] = metrics
+        summary["metrics_file"] = metrics_path
+    return summary

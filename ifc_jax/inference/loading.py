@@ -1,0 +1,47 @@
+"""A trained model for inference: the config's IFC and its weights from a workdir or checkpoint."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+
+from ifc_jax.errors import UserError
+from ifc_jax.models.ifc import IFC
+from ifc_jax.validation import validate_model_config
+
+
+def load_trained_model(config: Any, weights_path: str) -> tuple[IFC, dict[str, Any]]:
+    """(model, variables) from `config.model` and the latest checkpoint under `weights_path`.
+
+    `weights_path` is a training workdir, its checkpoints/ folder or one step folder. The
+    variables are placed on the default device; parameter shapes are checked against the
+    config's model so a config/checkpoint mismatch fails with the offending names.
+    """
+    from ifc_jax.weights import load_variables
+
+    validate_model_config(config.model)
+    if not os.path.exists(weights_path):
+        raise UserError(f"{weights_path}: no such workdir or checkpoint")
+    model = IFC.from_config(config.model)
+    variables = load_variables(weights_path)
+    expected = jax.eval_shape(
+        model.init, jax.random.key(0),
+        jax.ShapeDtypeStruct((1, 1, 64, 64, 3), "uint8"), jax.ShapeDtypeStruct((1, 1, 64, 64),
+                                                                               "bool"))
+    expected_shapes = {jax.tree_util.keystr(path): leaf.shape for path, leaf in
+                       jax.tree_util.tree_flatten_with_path(expected)[0]}
+    found_shapes = {jax.tree_util.keystr(path): leaf.shape for path, leaf in
+                    jax.tree_util.tree_flatten_with_path(variables)[0]}
+    missing = sorted(set(expected_shapes) - set(found_shapes))
+    wrong = sorted(name for name in set(expected_shapes) & set(found_shapes)
+                   if tuple(expected_shapes[name]) != tuple(found_shapes[name]))
+    if missing or wrong:
+        details = "; ".join(
+            [f"missing {name}" for name in missing[:5]]
+            + [f"{name} is {found_shapes[name]}, model wants {expected_shapes[name]}"
+               for name in wrong[:5]])
+        raise UserError(f"{weights_path}: checkpoint does not fit the config's model "
+                        f"({len(missing)} missing, {len(wrong)} mis-shaped: {details})")
+    return model, jax.device_put(variables)

@@ -1,0 +1,174 @@
+"""Whole-video inference: window layout, feature reuse, exactness against direct model calls,
+and the evaluate command end to end."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+
+from ifc_jax.config_loading import load_config
+from ifc_jax.inference import predictor as predictor_module
+from ifc_jax.inference.predictor import VideoPredictor, window_bounds
+from ifc_jax.models.ifc import IFC
+from tests import numpy_reference as ref
+
+
+def test_window_bounds_follow_the_reference_loop():
+    assert window_bounds(7, 5, 1) == [(0, 5), (1, 6), (2, 7)]
+    assert window_bounds(10, 5, 3) == [(0, 5), (3, 8), (5, 10)]
+    assert window_bounds(5, 5, 1) == [(0, 5)]
+    assert window_bounds(3, 5, 1) == [(0, 3)]  # shorter than a window: one short window
+    assert window_bounds(36, 36, 1) == [(0, 36)]
+    with pytest.raises(ValueError):
+        window_bounds(0, 5, 1)
+
+
+@pytest.fixture(scope="module")
+def model_and_variables():
+    config = load_config("configs/tiny.py")
+    model = IFC.from_config(config.model)
+    frames = jnp.zeros((1, 2, 40, 56, 3), jnp.uint8)
+    variables = jax.jit(model.init)(jax.random.key(0), frames, jnp.zeros((1, 2, 40, 56), bool))
+    # Make class 1 win for every query so that windows keep instances (random init would
+    # mostly predict no-object).
+    bias = variables["params"]["class_embed"]["layers_1"]["dense"]["bias"]
+    variables["params"]["class_embed"]["layers_1"]["dense"]["bias"] = bias.at[1].add(8.0)
+    return model, variables
+
+
+def _read_json(*parts):
+    with open(os.path.join(*parts), encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def _video(length, seed=0, height=40, width=56):
+    return np.random.RandomState(seed).randint(0, 256, (length, height, width, 3)).astype(
+        np.uint8)
+
+
+def _direct(model, variables, frames):
+    padding = jnp.zeros(frames.shape[:3], bool)
+    out = model.apply(variables, jnp.asarray(frames)[None], padding[None])
+    probs = jax.nn.softmax(out["pred_logits"][-1, 0], axis=-1)
+    return np.asarray(probs), np.asarray(out["pred_masks"][-1, 0])
+
+
+def test_windows_see_the_same_features_as_a_direct_forward(model_and_variables, monkeypatch):
+    model, variables = model_and_variables
+    frames = _video(6, seed=1)
+    seen = []
+    original = predictor_module.ClipTracker.add_window
+
+    def recording(self, start, probs, logits):
+        seen.append((start, probs, logits))
+        return original(self, start, probs, logits)
+
+    monkeypatch.setattr(predictor_module.ClipTracker, "add_window", recording)
+    encode_calls = []
+    predictor = VideoPredictor(model, variables, window_frames=3, window_stride=2)
+    real_encode = predictor._encode
+    predictor._encode = lambda *a: encode_calls.append(1) or real_encode(*a)
+    result = predictor.predict(iter(frames), 6, (40, 56), (80, 112))
+    assert [start for start, _, _ in seen] == [0, 2, 3]  # (0,3) (2,5) (3,6)
+    assert len(encode_calls) == 2  # 6 frames in chunks of 3: each frame encoded once
+    for start, probs, logits in seen:
+        direct_probs, direct_logits = _direct(model, variables, frames[start:start + 3])
+        kept = np.argmax(direct_probs, -1) != direct_probs.shape[-1] - 1
+        np.testing.assert_allclose(probs, direct_probs[kept], atol=1e-5)
+        np.testing.assert_allclose(logits, direct_logits[kept], atol=1e-3)
+    assert result.num_windows == 3
+    assert all(len(segs) == 6 for segs in result.segmentations)
+
+
+def test_short_video_single_window_masks_match_reference(model_and_variables):
+    """A 2-frame video with T=5: one padded window; masks = crop, bilinear to original, > 0."""
+    model, variables = model_and_variables
+    frames = _video(2, seed=2, height=36, width=52)  # 36x52 -> stride-8 grid 5x7
+    predictor = VideoPredictor(model, variables, window_frames=5, window_stride=1)
+    result = predictor.predict(list(frames), 2, (36, 52), (72, 104))
+    direct_probs, direct_logits = _direct(model, variables, frames)
+    kept = np.flatnonzero(np.argmax(direct_probs, -1) != direct_probs.shape[-1] - 1)
+    assert len(result.class_probs) == len(kept) > 0
+    for track, query in enumerate(kept):  # one window: tracks in kept-query order
+        np.testing.assert_allclose(result.class_probs[track], direct_probs[query], atol=1e-5)
+        for t in range(2):
+            logits = direct_logits[query, t][:5, :7]  # ceil(36/8) x ceil(52/8)
+            expected = ref.torch_bilinear(logits.astype(np.float64), 72, 104) > 0
+            decoded = mask_util.decode(result.segmentations[track][t]).astype(bool)
+            assert decoded.shape == (72, 104)
+            # Allow a handful of pixels whose logit sits at float noise from 0.
+            assert (decoded != expected).sum() <= 3
+
+
+@pytest.fixture(scope="module")
+def toy_workdir(tmp_path_factory):
+    """A tiny toy split and a random-init checkpoint (class 0 favoured) in a workdir."""
+    from ifc_jax.data.toy import generate_toy_dataset
+    from ifc_jax.train.checkpoint import Checkpoints
+    from ifc_jax.train.optim import build_optimizer
+    from ifc_jax.train.step import init_state
+
+    base = tmp_path_factory.mktemp("evaluate")
+    root = str(base / "toy")
+    generate_toy_dataset(root, seed=3, num_train=2, num_val=3, min_frames=4, max_frames=7)
+    config = load_config("configs/toy.py")
+    config.data.root = root
+    model = IFC.from_config(config.model)
+    frames = np.zeros((1, 1, 64, 64, 3), np.uint8)
+    params = jax.eval_shape(model.init, jax.random.key(0), frames,
+                            np.zeros((1, 1, 64, 64), bool))["params"]
+    optimizer, _ = build_optimizer(config.train, params, 2)
+    state = jax.jit(lambda r: init_state(model, optimizer, r, frames,
+                                         np.zeros((1, 1, 64, 64), bool)))(jax.random.key(0))
+    bias = state["params"]["class_embed"]["layers_1"]["dense"]["bias"]
+    state["params"]["class_embed"]["layers_1"]["dense"]["bias"] = bias.at[0].add(8.0)
+    workdir = str(base / "workdir")
+    checkpoints = Checkpoints(workdir, 1, 1)
+    checkpoints.save(0, state, force=True)
+    checkpoints.close()
+    return config, workdir, root
+
+
+def test_evaluate_writes_results_and_metrics(toy_workdir, capsys):
+    from ifc_jax import cli
+
+    config, workdir, root = toy_workdir
+    code = cli.main(["evaluate", "--config", "configs/toy.py", "--workdir", workdir, "--json",
+                     f"--config.data.root={root}", "--config.data.dataset=ytvis19",
+                     "--config.inference.window_frames=3"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["videos"] == 3
+    results = _read_json(workdir, "eval", "results.json")
+    gt = _read_json(root, "valid.json")
+    videos = {video["id"]: video for video in gt["videos"]}
+    assert results, "the favoured class should give predictions"
+    for entry in results:
+        video = videos[entry["video_id"]]
+        assert len(entry["segmentations"]) == video["length"]
+        assert entry["segmentations"][0]["size"] == [video["height"], video["width"]]
+        assert entry["category_id"] in {c["id"] for c in gt["categories"]}
+        assert 0.01 < entry["score"] <= 1
+    metrics = _read_json(workdir, "eval", "metrics.json")
+    assert list(metrics)[:12] == ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
+                                  "AR100", "ARs", "ARm", "ARl"]
+    assert summary["metrics"] == metrics
+
+
+def test_evaluate_refuses_a_class_count_mismatch_and_missing_weights(toy_workdir, capsys):
+    from ifc_jax import cli
+
+    _, workdir, root = toy_workdir
+    code = cli.main(["evaluate", "--config", "configs/toy.py", "--workdir", workdir,
+                     f"--config.data.root={root}", "--config.data.dataset=ytvis19",
+                     "--config.model.num_classes=7"])
+    err = capsys.readouterr().err
+    assert code == 2 and "checkpoint does not fit" in err
+    code = cli.main(["evaluate", "--config", "configs/toy.py", "--workdir", workdir + "-nope",
+                     f"--config.data.root={root}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "-nope" in err and len(err.strip().splitlines()) == 1
