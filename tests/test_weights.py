@@ -1,0 +1,46 @@
+"""Loading weights from a checkpoint: init_from with an exclusion filter, shape checks."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ifc_jax.errors import UserError
+from ifc_jax.train.checkpoint import Checkpoints
+from ifc_jax.weights import load_params, load_variables, merge_params
+
+
+def _state(value):
+    return {
+        "step": jnp.asarray(7, jnp.int32),
+        "params": {"class_embed": {"w": jnp.full((3, 2), value)},
+                   "decoder": {"w": jnp.full((4,), value), "b": jnp.full((2, 2), value)}},
+        "batch_stats": {"backbone": {"mean": jnp.full((5,), value)}},
+        "opt_state": {"mu": jnp.zeros((4,))},
+    }
+
+
+def test_init_from_takes_all_but_the_excluded_prefixes(tmp_path):
+    checkpoints = Checkpoints(str(tmp_path / "source"), 1, 1)
+    checkpoints.save(7, _state(2.0), force=True)
+    checkpoints.close()
+    for path in (tmp_path / "source", tmp_path / "source" / "checkpoints",
+                 tmp_path / "source" / "checkpoints" / "7"):
+        params = load_params(str(path))
+        np.testing.assert_array_equal(params["decoder"]["w"], np.full((4,), 2.0))
+    target = _state(0.0)["params"]
+    merged, taken, kept = merge_params(target, load_params(str(tmp_path / "source")),
+                                       ("class_embed",))
+    np.testing.assert_array_equal(merged["class_embed"]["w"], np.zeros((3, 2)))  # excluded
+    np.testing.assert_array_equal(merged["decoder"]["w"], np.full((4,), 2.0))
+    assert sorted(taken) == ["decoder/b", "decoder/w"] and kept == ["class_embed/w"]
+    stats = load_variables(str(tmp_path / "source"))["batch_stats"]
+    np.testing.assert_array_equal(stats["backbone"]["mean"], np.full((5,), 2.0))
+
+
+def test_mis_shaped_or_missing_checkpoints_fail_clearly(tmp_path):
+    source = _state(1.0)["params"]
+    target = {"decoder": {"w": jnp.zeros((5,)), "b": jnp.zeros((2, 2))}}
+    with pytest.raises(UserError, match=r"decoder/w has shape \(4,\) in the checkpoint"):
+        merge_params(target, source)
+    with pytest.raises(UserError, match="no orbax checkpoint found"):
+        load_params(str(tmp_path))
