@@ -18,6 +18,7 @@ from ifc_jax.logs import setup_logging
 SUBCOMMANDS: dict[str, str] = {
     "train": "train a model (resumable, multi-host); checkpoints and TensorBoard in --workdir",
     "evaluate": "predict and track every val video; DIR/eval/results.json and metrics.json",
+    "predict": "tracks of one video file or frame folder: results.json, overlay GIF, keyframes",
     "flops": "encoder GFLOPs of the communication variants (the paper's table)",
     "summary": "parameters per module and forward GFLOPs per frame of a config's model",
     "benchmark": "measured speed (data pipeline, ...) as a table or JSON",
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in SUBCOMMANDS.items():
         module = importlib.import_module(f"ifc_jax.commands.{name}")
-        sub = subparsers.add_parser(name, help=help_text, description=module.__doc__)
+        sub = subparsers.add_parser(name, help=help_text, description=module.__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
     return parser
 

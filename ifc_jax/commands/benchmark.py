@@ -1,12 +1,18 @@
 """Measured speed of one part of the system, as a short report or one JSON object.
 
-  --what data   clips/s of the training data pipeline at the paper's settings (T=5, short side
-                360/480, max 1333), on the built-in toy data unless --source config.
+  --what data       clips/s of the training data pipeline at the paper's settings (T=5, short
+                    side 360/480, max 1333), on the built-in toy data unless --source config.
+  --what inference  frames/s of whole-video inference, near-online (T=5, S=1) and offline
+                    (T=36), with the share of backbone, encoder/decoder, tracking and RLE;
+                    random weights, a synthetic --frames x --height x --width video.
 
 Examples:
   python main.py benchmark --what data
   python main.py benchmark --what data --json --batches 50
   python main.py benchmark --config configs/ifc_r50_ytvis19.py --what data --source config
+  python main.py benchmark --what inference --json                  # tiny model, CPU
+  python main.py benchmark --what inference --config configs/ifc_r50_ytvis19.py \\
+      --height 360 --width 640 --frames 180 --json                  # the paper's model, GPU
 """
 
 from __future__ import annotations
@@ -15,19 +21,22 @@ import argparse
 import logging
 import sys
 
-DEFAULT_CONFIG = "configs/ifc_r50_ytvis19.py"
-
-# --what name -> (module in ifc_jax.tools, one-line description). Each module has
-# `run_benchmark(config, args) -> dict` and `format_result(dict) -> str`.
-BENCHMARKS: dict[str, tuple[str, str]] = {
-    "data": ("ifc_jax.tools.benchmark_data", "training clip pipeline, clips/s"),
+# --what name -> (module in ifc_jax.tools, one-line description, default config). Each module
+# has `run_benchmark(config, args) -> dict` and `format_result(dict) -> str`.
+BENCHMARKS: dict[str, tuple[str, str, str]] = {
+    "data": ("ifc_jax.tools.benchmark_data", "training clip pipeline, clips/s",
+             "configs/ifc_r50_ytvis19.py"),
+    "inference": ("ifc_jax.tools.benchmark_inference",
+                  "whole-video inference, frames/s near-online and offline", "configs/tiny.py"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help=f"config file (default {DEFAULT_CONFIG}); batch size and "
-                             "max_instances come from it")
+    parser.add_argument("--config", default=None,
+                        help="config file (default: "
+                             + ", ".join(f"{v[2]} for {k}" for k, v in BENCHMARKS.items())
+                             + "); data: batch size and max_instances come from it; "
+                               "inference: the model")
     parser.add_argument("--what", choices=sorted(BENCHMARKS), default="data",
                         help="; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()))
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -40,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data: the built-in toy dataset (default) or the config's dataset")
     parser.add_argument("--toy-root", default="data/toy",
                         help="where the toy dataset is (generated there if missing)")
+    parser.add_argument("--height", type=int, default=128,
+                        help="inference: frame height given to the model (default 128)")
+    parser.add_argument("--width", type=int, default=224,
+                        help="inference: frame width given to the model (default 224)")
+    parser.add_argument("--frames", type=int, default=36,
+                        help="inference: frames of the synthetic video (default 36)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="inference: timed predictions of the video per setting, after "
+                             "one untimed warm-up (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
     if args.batches < 1 or args.warmup < 0 or args.batch_size < 0:
         raise UserError("--batches must be >= 1, --warmup and --batch-size >= 0")
+    if args.config is None:
+        args.config = BENCHMARKS[args.what][2]
     config = load_config(args.config, args.config_overrides)
     module = importlib.import_module(BENCHMARKS[args.what][0])
     result = module.run_benchmark(config, args)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ifc_jax.tools.output import atomic_write_bytes
+from ifc_jax.tools.output import atomic_writer
 
 DEFAULT_CLASS_THRESHOLD = 0.01  # MODEL.IFC.APPLY_CLS_THRES
 
@@ -95,7 +95,14 @@ def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
 def write_results_json(path: str, results: list[dict]) -> None:
     """Writes the results list atomically (temp file beside `path`, then rename).
 
-    NaN or infinite scores are refused (the servers' JSON parsers reject them).
+    Entries are serialised one at a time, so writing needs no second in-memory copy of a file
+    that can reach gigabytes for long videos. NaN or infinite scores are refused (the servers'
+    JSON parsers reject them).
     """
-    data = json.dumps(results, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    atomic_write_bytes(path, data)
+    with atomic_writer(path, "w") as stream:
+        stream.write("[")
+        for index, entry in enumerate(results):
+            if index:
+                stream.write(",")
+            stream.write(json.dumps(entry, separators=(",", ":"), allow_nan=False))
+        stream.write("]")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -26,16 +27,30 @@ def print_json(payload: Any) -> None:
     sys.stdout.flush()
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes `data` to a temp file beside `path`, then renames it: no half-written files."""
+@contextlib.contextmanager
+def atomic_writer(path: str, mode: str = "wb") -> Iterator[IO]:
+    """A stream to a temp file beside `path` that becomes `path` only if the block succeeds.
+
+    Readers never see a half-written file, and a failure leaves no temp file behind. The
+    file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+        with os.fdopen(handle, mode) as stream:
+            yield stream
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_path, 0o666 & ~umask)
         os.replace(temp_path, path)
     except BaseException:
         if os.path.exists(temp_path):
             os.unlink(temp_path)
         raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` atomically (see `atomic_writer`)."""
+    with atomic_writer(path, "wb") as stream:
+        stream.write(data)

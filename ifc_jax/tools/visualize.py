@@ -1,0 +1,241 @@
+"""Pictures of predicted tracks: mask overlays, an animated GIF and keyframe PNGs.
+
+Each track keeps one colour through the video (`track_colour`). A frame is drawn as: the
+track's mask blended over the frame (alpha 0.5), a solid contour around it, and a label
+"name score" at the top-left corner of the mask's bounding box. Only tracks whose best real
+class has probability >= a display threshold are drawn (`display_tracks`); results.json keeps
+them all.
+
+    tracks = display_tracks(class_probs, segmentations, class_names, min_score=0.3)
+    gif_indices, key_indices = overlay_frame_indices(num_frames, gif_frames=150, keyframes=4)
+    written = write_overlays(video.frames_at(gif_indices + key_indices), tracks, out_dir,
+                             gif_indices, key_indices, fps=video.fps)
+
+The GIF holds at most `gif_frames` frames spread evenly over the video, each shown for the
+time it stands for (so the GIF plays in about real time), scaled down to `max_side` pixels on
+its long side; GIF frames are kept palette-quantised (1 byte per pixel) until written. Every
+file is written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+import io
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+from PIL import Image, ImageDraw, ImageFont
+
+from ifc_jax.tools.output import atomic_write_bytes
+
+MASK_ALPHA = 0.5
+GOLDEN_RATIO_CONJUGATE = 0.618033988749895
+
+Colour = tuple[int, int, int]
+
+
+def track_colour(index: int) -> Colour:
+    """A saturated RGB colour for track `index`; hues step by the golden ratio, so colours of
+    neighbouring indices are far apart on the colour wheel."""
+    hue = (index * GOLDEN_RATIO_CONJUGATE) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.8, 0.95)
+    return int(red * 255 + 0.5), int(green * 255 + 0.5), int(blue * 255 + 0.5)
+
+
+def evenly_spaced(num_frames: int, count: int) -> list[int]:
+    """Up to `count` distinct frame indices spread evenly over 0..num_frames-1, first and last
+    included (all frames when count >= num_frames)."""
+    if count <= 0 or num_frames <= 0:
+        return []
+    if count >= num_frames:
+        return list(range(num_frames))
+    return sorted({int(round(i)) for i in np.linspace(0, num_frames - 1, count)})
+
+
+def overlay_frame_indices(num_frames: int, gif_frames: int, keyframes: int
+                          ) -> tuple[list[int], list[int]]:
+    """(GIF frame indices, keyframe indices), each evenly spaced over the video."""
+    return evenly_spaced(num_frames, gif_frames), evenly_spaced(num_frames, keyframes)
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """bool (H, W) mask of a compressed COCO RLE {"size": [H, W], "counts": str or bytes}."""
+    counts = rle["counts"]
+    encoded = {"size": list(rle["size"]),
+               "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
+    return mask_util.decode(encoded).astype(bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class DisplayTrack:
+    """A track to draw: its colour, label "name score" and per-frame RLEs (one per frame)."""
+
+    track_index: int
+    label: str
+    score: float
+    colour: Colour
+    segmentations: Sequence[dict]
+
+
+def display_tracks(track_class_probs: Sequence[np.ndarray],
+                   track_segmentations: Sequence[Sequence[dict]],
+                   class_names: Sequence[str], min_score: float) -> list[DisplayTrack]:
+    """The tracks whose best real class (arg-max over the K real classes of the (K+1,) mean
+    probabilities) scores >= min_score, labelled with that class; colours by track index."""
+    tracks = []
+    for index, (probs, segmentations) in enumerate(
+            zip(track_class_probs, track_segmentations, strict=True)):
+        real = np.asarray(probs, np.float64)[:-1]  # the last entry is "no object"
+        best = int(np.argmax(real))
+        if real[best] >= min_score:
+            tracks.append(DisplayTrack(index, f"{class_names[best]} {real[best]:.2f}",
+                                       float(real[best]), track_colour(index), segmentations))
+    return tracks
+
+
+def mask_contour(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """bool (H, W): the pixels of `mask` within `thickness` pixels (4-neighbourhood steps) of
+    its border or of the image border."""
+    inner = mask.copy()
+    for _ in range(max(1, thickness)):
+        shrunk = inner.copy()
+        shrunk[1:] &= inner[:-1]
+        shrunk[:-1] &= inner[1:]
+        shrunk[:, 1:] &= inner[:, :-1]
+        shrunk[:, :-1] &= inner[:, 1:]
+        shrunk[0], shrunk[-1], shrunk[:, 0], shrunk[:, -1] = False, False, False, False
+        inner = shrunk
+    return mask & ~inner
+
+
+def _label_font(frame_height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    size = max(10, frame_height // 30)
+    try:
+        return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType
+    except (TypeError, OSError):  # pragma: no cover - Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def draw_overlay(frame: np.ndarray, masks: Sequence[tuple[np.ndarray, Colour, str]],
+                 alpha: float = MASK_ALPHA) -> np.ndarray:
+    """frame uint8 (H, W, 3) with each (bool (H, W) mask, colour, label) drawn on it.
+
+    Inside a mask: round(alpha * colour + (1 - alpha) * pixel); its contour in the solid
+    colour; the label on a box of the colour at the mask's top-left corner. Masks are drawn in
+    order (later ones on top); empty masks are skipped.
+    """
+    height, width = frame.shape[:2]
+    canvas = frame.astype(np.float32)
+    thickness = max(1, min(height, width) // 180)
+    labels = []
+    for mask, colour, label in masks:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if not len(rows):
+            continue
+        # Work on the mask's bounding box only: whole-frame boolean indexing is slow.
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        region, inside = canvas[box], mask[box][..., None]
+        colour_array = np.asarray(colour, np.float32)
+        region = np.where(inside, alpha * colour_array + (1.0 - alpha) * region, region)
+        canvas[box] = np.where(mask_contour(mask[box], thickness)[..., None], colour_array,
+                               region)
+        labels.append((int(cols[0]), int(rows[0]), colour, label))
+    image = Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
+    if labels:
+        draw = ImageDraw.Draw(image)
+        font = _label_font(height)
+        for left, top, colour, label in labels:
+            box = draw.textbbox((0, 0), label, font=font)
+            text_w, text_h = box[2] - box[0] + 4, box[3] - box[1] + 4
+            x = min(max(0, left), max(0, width - text_w))
+            y = top - text_h if top - text_h >= 0 else min(top, max(0, height - text_h))
+            draw.rectangle((x, y, x + text_w - 1, y + text_h - 1), fill=colour)
+            luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+            draw.text((x + 2 - box[0], y + 2 - box[1]), label, font=font,
+                      fill=(0, 0, 0) if luminance > 140 else (255, 255, 255))
+    return np.asarray(image)
+
+
+def render_frame(frame: np.ndarray, frame_index: int, tracks: Sequence[DisplayTrack],
+                 alpha: float = MASK_ALPHA) -> np.ndarray:
+    """Frame `frame_index` (uint8 (H, W, 3), original size) with the tracks' masks on it."""
+    masks = [(decode_rle(track.segmentations[frame_index]), track.colour, track.label)
+             for track in tracks]
+    for mask, _, _ in masks:
+        if mask.shape != frame.shape[:2]:
+            raise ValueError(f"mask {mask.shape} does not fit frame {frame.shape[:2]}")
+    return draw_overlay(frame, masks, alpha)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def gif_frame_ms(num_frames: int, num_gif_frames: int, fps: float) -> int:
+    """How long each GIF frame shows, in ms: the video time it stands for, on GIF's 10 ms grid,
+    at least 20 ms (browsers slow shorter frames down to 100 ms)."""
+    seconds = num_frames / max(num_gif_frames, 1) / max(fps, 1e-6)
+    return max(20, int(round(seconds * 100)) * 10)
+
+
+def encode_gif(frames: Sequence[Image.Image], frame_ms: int) -> bytes:
+    """An endlessly looping animated GIF of the given (palette or RGB) frames."""
+    if not frames:
+        raise ValueError("a GIF needs at least one frame")
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=list(frames[1:]),
+                   duration=frame_ms, loop=0)
+    return buffer.getvalue()
+
+
+def _gif_image(rendered: np.ndarray, max_side: int) -> Image.Image:
+    image = Image.fromarray(rendered)
+    scale = max_side / max(image.size)
+    if scale < 1:
+        image = image.resize((max(1, round(image.width * scale)),
+                              max(1, round(image.height * scale))), Image.Resampling.BILINEAR)
+    # Quantised now, so the held GIF frames take 1 byte per pixel.
+    return image.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+
+
+def keyframe_name(frame_index: int, num_frames: int) -> str:
+    digits = max(4, len(str(max(num_frames - 1, 0))))
+    return f"keyframe_{frame_index:0{digits}d}.png"
+
+
+def write_overlays(frames: Iterable[tuple[int, np.ndarray]], tracks: Sequence[DisplayTrack],
+                   output_dir: str, gif_indices: Sequence[int], key_indices: Sequence[int], *,
+                   num_frames: int, fps: float, max_side: int = 640,
+                   gif_name: str = "overlay.gif") -> dict[str, list[str] | str | None]:
+    """Draws the tracks on the frames and writes output_dir/overlay.gif and keyframe PNGs.
+
+    frames: (index, uint8 (H, W, 3) original-size frame) for at least every index in
+    gif_indices and key_indices, in increasing order (others are ignored).
+    Returns {"gif": path or None (no GIF frames asked for), "keyframes": [paths]}.
+    """
+    gif_set, key_set = set(gif_indices), set(key_indices)
+    gif_images: list[Image.Image] = []
+    keyframes: list[str] = []
+    for index, frame in frames:
+        if index not in gif_set and index not in key_set:
+            continue
+        rendered = render_frame(frame, index, tracks)
+        if index in key_set:
+            path = os.path.join(output_dir, keyframe_name(index, num_frames))
+            atomic_write_bytes(path, encode_png(rendered))
+            keyframes.append(path)
+        if index in gif_set:
+            gif_images.append(_gif_image(rendered, max_side))
+    if len(gif_images) != len(gif_set) or len(keyframes) != len(key_set):
+        raise ValueError("the frames iterable missed some of the asked-for frame indices")
+    gif_path = None
+    if gif_images:
+        gif_path = os.path.join(output_dir, gif_name)
+        atomic_write_bytes(gif_path, encode_gif(
+            gif_images, gif_frame_ms(num_frames, len(gif_images), fps)))
+    return {"gif": gif_path, "keyframes": keyframes}

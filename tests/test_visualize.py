@@ -1,0 +1,111 @@
+"""Overlay pictures: colours, contours, blending against hand-computed pixels, GIF and PNGs."""
+
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from ifc_jax.evaluation.results import empty_rle, encode_mask_rle
+from ifc_jax.tools import visualize
+
+
+def test_track_colours_are_distinct_and_stable():
+    colours = [visualize.track_colour(i) for i in range(12)]
+    assert colours == [visualize.track_colour(i) for i in range(12)]
+    for i in range(12):
+        for j in range(i + 1, 12):
+            assert sum(abs(a - b) for a, b in zip(colours[i], colours[j], strict=True)) > 30
+
+
+def test_evenly_spaced_and_keyframe_names():
+    assert visualize.evenly_spaced(2000, 5) == [0, 500, 1000, 1499, 1999]
+    assert visualize.evenly_spaced(4, 150) == [0, 1, 2, 3]
+    assert visualize.evenly_spaced(10, 0) == []
+    assert visualize.evenly_spaced(10, 1) == [0]
+    assert visualize.keyframe_name(7, 2000) == "keyframe_0007.png"
+    assert visualize.keyframe_name(12, 20000) == "keyframe_00012.png"
+    assert visualize.gif_frame_ms(2000, 150, 30.0) == 440  # 13.3 frames of 1/30 s each
+    assert visualize.gif_frame_ms(10, 10, 100.0) == 20  # never under 20 ms
+
+
+def test_mask_contour_of_a_rectangle():
+    mask = np.zeros((10, 12), bool)
+    mask[2:8, 3:10] = True
+    contour = visualize.mask_contour(mask, thickness=1)
+    expected = mask.copy()
+    expected[3:7, 4:9] = False  # the interior one pixel in from every side
+    np.testing.assert_array_equal(contour, expected)
+    thick = visualize.mask_contour(mask, thickness=2)
+    expected = mask.copy()
+    expected[4:6, 5:8] = False
+    np.testing.assert_array_equal(thick, expected)
+
+
+def test_draw_overlay_blends_inside_and_leaves_the_rest():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, size=(60, 80, 3), dtype=np.uint8)
+    mask = np.zeros((60, 80), bool)
+    mask[30:50, 20:60] = True
+    colour = (200, 40, 10)
+    out = visualize.draw_overlay(frame, [(mask, colour, "disk 0.90")], alpha=0.5)
+    interior = visualize.mask_contour(mask, 1) ^ mask
+    blended = np.floor(0.5 * np.asarray(colour) + 0.5 * frame[interior].astype(np.float64)
+                       + 0.5)
+    np.testing.assert_array_equal(out[interior], blended.astype(np.uint8))
+    np.testing.assert_array_equal(out[visualize.mask_contour(mask, 1)],
+                                  np.broadcast_to(colour, (int(
+                                      visualize.mask_contour(mask, 1).sum()), 3)))
+    # The label box sits just above the mask's top-left corner; far rows are untouched.
+    np.testing.assert_array_equal(out[51:], frame[51:])
+    assert (out[20:30, 20:30] != frame[20:30, 20:30]).all(axis=-1).mean() > 0.5  # the label
+    np.testing.assert_array_equal(out[:10], frame[:10])
+    np.testing.assert_array_equal(out[:, :20], frame[:, :20])
+    # An empty mask draws nothing at all.
+    np.testing.assert_array_equal(
+        visualize.draw_overlay(frame, [(np.zeros((60, 80), bool), colour, "x")]), frame)
+
+
+def test_display_tracks_threshold_and_labels():
+    probs = [np.array([0.1, 0.6, 0.1, 0.2]), np.array([0.25, 0.05, 0.1, 0.6]),
+             np.array([0.0, 0.0, 0.3, 0.7])]
+    segmentations = [[empty_rle(4, 5)] * 2] * 3
+    tracks = visualize.display_tracks(probs, segmentations, ["disk", "square", "cross"], 0.3)
+    assert [(t.track_index, t.label) for t in tracks] == [(0, "square 0.60"), (2, "cross 0.30")]
+    assert tracks[1].colour == visualize.track_colour(2)
+
+
+def test_write_overlays_gif_and_keyframes(tmp_path):
+    num_frames, height, width = 9, 48, 64
+    frames = np.full((num_frames, height, width, 3), 90, np.uint8)
+    masks = np.zeros((num_frames, height, width), bool)
+    for t in range(num_frames):
+        masks[t, 10:30, 5 + 3 * t: 25 + 3 * t] = True
+    track = visualize.DisplayTrack(0, "disk 0.80", 0.8, (255, 0, 0),
+                                   [encode_mask_rle(m) for m in masks])
+    np.testing.assert_array_equal(visualize.decode_rle(track.segmentations[4]), masks[4])
+    gif_indices, key_indices = visualize.overlay_frame_indices(num_frames, 5, 2)
+    assert (gif_indices, key_indices) == ([0, 2, 4, 6, 8], [0, 8])
+    written = visualize.write_overlays(
+        ((t, frames[t]) for t in range(num_frames)), [track], str(tmp_path), gif_indices,
+        key_indices, num_frames=num_frames, fps=10.0, max_side=32)
+    assert written["gif"] == os.path.join(str(tmp_path), "overlay.gif")
+    with Image.open(written["gif"]) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 5 and gif.size == (32, 24)
+        assert gif.info["duration"] == 180  # 9 frames / 5 GIF frames at 10 fps
+    assert [os.path.basename(p) for p in written["keyframes"]] == [
+        "keyframe_0000.png", "keyframe_0008.png"]
+    with Image.open(written["keyframes"][1]) as png:
+        assert png.format == "PNG" and png.size == (width, height)
+        key = np.asarray(png.convert("RGB"))
+    expected = visualize.render_frame(frames[8], 8, [track])
+    np.testing.assert_array_equal(key, expected)
+    assert key[20, 40, 0] > key[20, 40, 1]  # inside the frame-8 mask: reddened
+    assert sorted(os.listdir(tmp_path)) == ["keyframe_0000.png", "keyframe_0008.png",
+                                            "overlay.gif"]  # no temp files left
+
+
+def test_encode_png_round_trip():
+    image = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(visualize.encode_png(image)))), image)
