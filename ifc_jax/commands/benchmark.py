@@ -2,6 +2,8 @@
 
   --what data       clips/s of the training data pipeline at the paper's settings (T=5, short
                     side 360/480, max 1333), on the built-in toy data unless --source config.
+  --what encoder    median ms per clip of the four encoder communication schemes (paper sizes,
+                    random weights) at 360x640 for T in 1, 5, 10, 20, 36, with GFLOPs beside.
   --what inference  frames/s of whole-video inference, near-online (T=5, S=1) and offline
                     (T=36), with the share of backbone, encoder/decoder, tracking and RLE;
                     random weights, a synthetic --frames x --height x --width video.
@@ -11,6 +13,7 @@ Examples:
   python main.py benchmark --what data --json --batches 50
   python main.py benchmark --config configs/ifc_r50_ytvis19.py --what data --source config
   python main.py benchmark --what inference --json                  # tiny model, CPU
+  python main.py benchmark --what encoder --repeats 5 --plot encoder.png  # 360x640, T=1..36
   python main.py benchmark --what inference --config configs/ifc_r50_ytvis19.py \\
       --height 360 --width 640 --frames 180 --json                  # the paper's model, GPU
 """
@@ -28,6 +31,9 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
              "configs/ifc_r50_ytvis19.py"),
     "inference": ("ifc_jax.tools.benchmark_inference",
                   "whole-video inference, frames/s near-online and offline", "configs/tiny.py"),
+    "encoder": ("ifc_jax.tools.benchmark_encoder",
+                "the four encoder communication schemes, ms per clip against T",
+                "configs/ifc_r50_ytvis19.py"),
 }
 
 
@@ -49,12 +55,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data: the built-in toy dataset (default) or the config's dataset")
     parser.add_argument("--toy-root", default="data/toy",
                         help="where the toy dataset is (generated there if missing)")
-    parser.add_argument("--height", type=int, default=128,
-                        help="inference: frame height given to the model (default 128)")
-    parser.add_argument("--width", type=int, default=224,
-                        help="inference: frame width given to the model (default 224)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="inference / encoder: input height (default 128 / 360)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="inference / encoder: input width (default 224 / 640)")
     parser.add_argument("--frames", type=int, default=36,
                         help="inference: frames of the synthetic video (default 36)")
+    parser.add_argument("--clip-lengths", type=int, nargs="+", default=[1, 5, 10, 20, 36],
+                        help="encoder: clip lengths T to time (default 1 5 10 20 36)")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="encoder: communication variants (default: all four)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="encoder: also plot time and GFLOPs against T")
     parser.add_argument("--repeats", type=int, default=1,
                         help="inference: timed predictions of the video per setting, after "
                              "one untimed warm-up (default 1)")

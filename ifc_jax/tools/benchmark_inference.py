@@ -198,7 +198,7 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
 
 def run_benchmark(config: Any, args: Any) -> dict[str, Any]:
     """The `benchmark --what inference` entry point (arguments: see commands/benchmark.py)."""
-    result = benchmark_inference(config, height=args.height, width=args.width,
+    result = benchmark_inference(config, height=args.height or 128, width=args.width or 224,
                                  num_frames=args.frames, repeats=args.repeats)
     result["config"] = args.config
     return result
