@@ -16,6 +16,7 @@ from ifc_jax.logs import setup_logging
 
 # name -> one-line help. Order is the order shown in `--help`.
 SUBCOMMANDS: dict[str, str] = {
+    "demo": "the whole system on the built-in toy dataset, on a CPU (no download)",
     "train": "train a model (resumable, multi-host); checkpoints and TensorBoard in --workdir",
     "evaluate": "predict and track every val video; DIR/eval/results.json and metrics.json",
     "predict": "tracks of one video file or frame folder: results.json, overlay GIF, keyframes",
