@@ -1,0 +1,33 @@
+"""GPU hosts may lack TensorFlow, tfds and clu: the model, inference, metric, FLOPs and
+benchmark code must import (and the commands start) without them."""
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+BLOCK = """
+import sys
+for name in ("tensorflow", "tensorflow_datasets", "clu"):
+    sys.modules[name] = None  # any import of them raises ImportError
+"""
+MODULES = ["ifc_jax.models.ifc", "ifc_jax.inference.predictor", "ifc_jax.inference.evaluate",
+           "ifc_jax.inference.video", "ifc_jax.evaluation.ytvis_metric", "ifc_jax.tools.flops",
+           "ifc_jax.tools.benchmark_encoder", "ifc_jax.tools.benchmark_inference",
+           "ifc_jax.tools.visualize", "ifc_jax.weights", "ifc_jax.commands.predict",
+           "ifc_jax.commands.evaluate", "ifc_jax.commands.score", "ifc_jax.cli"]
+
+
+def test_inference_side_imports_without_tensorflow_or_clu():
+    code = BLOCK + "".join(f"import {module}\n" for module in MODULES) + (
+        "from ifc_jax.cli import build_parser\nbuild_parser()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_blocking_works():
+    proc = subprocess.run([sys.executable, "-c", BLOCK + "import tensorflow"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "import of tensorflow halted" in proc.stderr
