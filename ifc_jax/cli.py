@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ifc_jax.errors import UserError
@@ -52,6 +53,10 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TensorFlow (data pipeline, TensorBoard writer) logs data errors raised inside tf.data as
+    # C++ warnings with a Python traceback before we turn them into one clear line; keep its
+    # warnings quiet unless the user asked otherwise. Must happen before TF is imported.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = sys.argv[1:] if argv is None else argv
     rest, overrides = split_config_overrides(argv)
     parser = build_parser()

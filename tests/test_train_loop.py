@@ -136,3 +136,24 @@ def test_two_processes_train_together_and_agree(tmp_path, toy_root):
     logged = read_metrics(str(workdir))  # written by process 0 only
     assert sorted(logged) == [1, 2, 3]
     assert f"{logged[3]['loss']:.4f}" == losses[0][-1]
+
+
+def test_corrupt_frame_gives_one_error_line_and_no_tensorflow_traceback(tmp_path):
+    from ifc_jax.data.toy import generate_toy_dataset
+
+    root = str(tmp_path / "toy")
+    generate_toy_dataset(root, seed=5, num_train=2, num_val=1, min_frames=4, max_frames=5)
+    frame_dirs = sorted((tmp_path / "toy" / "train" / "JPEGImages").iterdir())
+    for frame_dir in frame_dirs:  # every video has an unreadable frame 1
+        (frame_dir / "00001.jpg").write_bytes(b"not a jpeg")
+    command = [sys.executable, "main.py", "train", "--config", "configs/toy.py",
+               "--workdir", str(tmp_path / "wd"), f"--config.data.root={root}",
+               "--config.data.dataset=ytvis19", "--config.train.num_steps=3",
+               "--config.train.batch_size=2", DEVICE_MATCHER]
+    env = {k: v for k, v in _env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "00001.jpg: unreadable JPEG" in errors[0]
