@@ -115,22 +115,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace, path: str) -> None:
     """GFLOPs against T, one line per variant, at the first requested size."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ifc_jax.tools.flops import encoder_flops
-    from ifc_jax.tools.output import atomic_write_bytes
+    from ifc_jax.tools.output import new_figure, save_figure_png
 
     if not path.lower().endswith(".png"):
         raise UserError(f"--plot {path}: the plot is written as PNG; give a .png file name")
     height = (args.height or [360])[0]
     width = (args.width or [640])[0]
     memory = (args.memory or [8])[0]
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    figure, axes = new_figure()
     for variant in args.variants:
         gflops = [sum(encoder_flops(variant, height, width, t,
                                     memory if variant == "ifc" else 0).values()) / 1e9
@@ -142,8 +135,4 @@ def _plot(args: argparse.Namespace, path: str) -> None:
     axes.set_title(f"Encoder cost at {height}x{width}")
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure_png(figure, path)

@@ -86,18 +86,11 @@ def benchmark_encoders(height: int = 360, width: int = 640,
 
 def plot_encoder_benchmark(result: dict, path: str) -> None:
     """Time and GFLOPs against T, one line per variant, as a PNG (written atomically)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ifc_jax.tools.output import atomic_write_bytes
+    from ifc_jax.tools.output import new_figure, save_figure_png
 
     labels = {"no_comm": "No Comm", "full_thw": "Full THW",
               "decompose_thw": "Decompose T-HW", "ifc": "IFC"}
-    figure, (time_axes, flops_axes) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    figure, (time_axes, flops_axes) = new_figure(columns=2, size=(10, 4))
     for variant in dict.fromkeys(row["variant"] for row in result["rows"]):
         rows = [row for row in result["rows"] if row["variant"] == variant]
         frames = [row["frames"] for row in rows]
@@ -114,11 +107,7 @@ def plot_encoder_benchmark(result: dict, path: str) -> None:
         axes.set_xlabel("frames per clip T")
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure_png(figure, path)
 
 
 def run_benchmark(config, args) -> dict:

@@ -54,3 +54,26 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes `data` to `path` atomically (see `atomic_writer`)."""
     with atomic_writer(path, "wb") as stream:
         stream.write(data)
+
+
+def new_figure(columns: int = 1, size: tuple[float, float] = (6, 4)) -> tuple[Any, Any]:
+    """A headless matplotlib figure (Agg backend) and its axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, columns, figsize=size, dpi=110)
+
+
+def save_figure_png(figure: Any, path: str) -> None:
+    """Lays out, renders and atomically writes a matplotlib figure as PNG, then closes it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
