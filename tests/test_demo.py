@@ -4,6 +4,7 @@ import json
 import os
 
 from ifc_jax import cli
+from tests.test_train_loop import SMALL_MODEL
 
 
 def test_demo_end_to_end_and_rerun(tmp_path, capsys):
@@ -13,7 +14,7 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
             "--config.data.toy.num_train=4", "--config.data.toy.num_val=2",
             "--config.data.toy.min_frames=4", "--config.data.toy.max_frames=6",
             "--config.train.num_steps=2", "--config.train.log_every=1",
-            "--config.train.matcher=device"]
+            "--config.train.matcher=device", *SMALL_MODEL]
     assert cli.main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     for key in ("AP", "AP50", "AP75", "AR1", "AR10"):

@@ -12,7 +12,15 @@ import pytest
 from ifc_jax.train.loop import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL_MODEL = [  # the tests check behaviour, not accuracy: configs/tiny.py's sizes
+    "--config.model.hidden_dim=32", "--config.model.dim_feedforward=64",
+    "--config.model.backbone.width=8", "--config.data.train_short_sides=(64,)",
+    "--config.data.train_max_size=128", "--config.data.test_short_side=64",
+    "--config.data.test_max_size=128", "--config.data.pad_height=64",
+    "--config.data.pad_width=96",
+]
 TOY_OVERRIDES = [  # a small toy dataset and a short run with frequent checkpoints
+    *SMALL_MODEL,
     "--config.data.toy.num_train=6", "--config.data.toy.num_val=2",
     "--config.train.batch_size=2", "--config.train.log_every=1",
     "--config.train.checkpoint_every=2",
@@ -149,7 +157,7 @@ def test_corrupt_frame_gives_one_error_line_and_no_tensorflow_traceback(tmp_path
     command = [sys.executable, "main.py", "train", "--config", "configs/toy.py",
                "--workdir", str(tmp_path / "wd"), f"--config.data.root={root}",
                "--config.data.dataset=ytvis19", "--config.train.num_steps=3",
-               "--config.train.batch_size=2", DEVICE_MATCHER]
+               "--config.train.batch_size=2", DEVICE_MATCHER, *SMALL_MODEL]
     env = {k: v for k, v in _env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
