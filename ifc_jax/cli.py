@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "predict": "tracks of one video file or frame folder: results.json, overlay GIF, keyframes",
     "flops": "encoder GFLOPs of the communication variants (the paper's table)",
     "summary": "parameters per module and forward GFLOPs per frame of a config's model",
-    "benchmark": "measured speed (data pipeline, ...) as a table or JSON",
+    "benchmark": "measured speed: data pipeline, inference, encoder schemes (table or JSON)",
     "score": "AP/AR of a results.json against YouTube-VIS / OVIS ground truth",
 }
 
