@@ -6,6 +6,7 @@
    metrics.json;
 4. render the val video with the most objects as an overlay GIF and keyframe PNGs;
 5. print AP / AP50 / AP75 / AR1 / AR10, the wall time and where every output is.
+Steps 2 and 3 are `ifc_jax.train.loop.train_and_evaluate(config, workdir)`.
 Re-running reuses what is there: the dataset, the checkpoints (training resumes or is
 skipped when done), and redoes evaluation and rendering. Ctrl-C during training leaves a
 checkpoint that the next run resumes from.
@@ -53,20 +54,17 @@ def run_demo(workdir: str, overrides: list[str], config_path: str = DEMO_CONFIG
     """Runs the demo; returns the summary it prints."""
     from ifc_jax.config_loading import load_config
     from ifc_jax.data import sources
-    from ifc_jax.inference.evaluate import evaluate_split
-    from ifc_jax.train.loop import train
+    from ifc_jax.train.loop import train_and_evaluate
 
     begin = time.perf_counter()
     config = load_config(config_path, overrides)
     log.info("[1/4] toy dataset in %s", config.data.root)
     val = sources.load_split(config.data, "val")  # generates the toy dataset if needed
-    log.info("[2/4] training %s for %d steps in %s", os.path.relpath(config_path),
-             config.train.num_steps, workdir)
-    history = train(config, workdir)
-    train_seconds = time.perf_counter() - begin
-    log.info("[3/4] evaluating on %d val videos (window %d, stride %d)", len(val.videos),
-             config.inference.window_frames, config.inference.window_stride)
-    evaluation = evaluate_split(config, workdir, os.path.join(workdir, "eval"))
+    log.info("[2-3/4] training %s for %d steps in %s, then evaluating on %d val videos "
+             "(window %d, stride %d)", os.path.relpath(config_path), config.train.num_steps,
+             workdir, len(val.videos), config.inference.window_frames,
+             config.inference.window_stride)
+    history, evaluation = train_and_evaluate(config, workdir)
     video = _busiest_video(val)
     log.info("[4/4] rendering val video %s (%d objects)", video.name, len(video.tracks))
     rendered = _render(config_path, overrides, workdir,
@@ -82,6 +80,5 @@ def run_demo(workdir: str, overrides: list[str], config_path: str = DEMO_CONFIG
         "results_file": evaluation["results"],
         "overlay_gif": rendered["overlay_gif"],
         "keyframes": rendered["keyframes"],
-        "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - begin,
     }

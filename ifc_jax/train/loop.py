@@ -272,6 +272,19 @@ def read_metrics(workdir: str) -> dict[int, dict[str, float]]:
     return by_step
 
 
+def train_and_evaluate(config: Any, workdir: str) -> tuple[list[dict[str, float]], dict]:
+    """Trains (or resumes) `config` in `workdir`, then evaluates the result on the val split.
+
+    Returns (the logged training metrics, the evaluation summary). Evaluation writes
+    WORKDIR/eval/results.json and, for annotated splits, WORKDIR/eval/metrics.json.
+    """
+    # Imported here: training must not need the inference stack at import time.
+    from ifc_jax.inference.evaluate import evaluate_split
+
+    history = train(config, workdir)
+    return history, evaluate_split(config, workdir, os.path.join(workdir, "eval"))
+
+
 def _save_now(checkpoints: Checkpoints, step: int, state: dict[str, Any]) -> None:
     """Saves `step` unless the periodic save already did."""
     if checkpoints.latest_step() != step:
