@@ -119,6 +119,24 @@ def _frame_stats(frames: list[dict | None], height: int, width: int
     return areas, boxes
 
 
+def _track_frames(segmentations: Any, height: int, width: int, length: int, *,
+                  results: bool, fail: Any, count_error: Any, where: str
+                  ) -> tuple[list[dict | None], Any, Any]:
+    """A track's per-frame RLEs, areas and boxes, after checking there is one per frame.
+
+    `count_error(count)` words the wrong-length error; decoding errors name `where`.
+    """
+    if not isinstance(segmentations, list) or len(segmentations) != length:
+        raise fail(count_error(len(segmentations) if isinstance(segmentations, list)
+                               else "no"))
+    try:
+        frames = [_frame_rle(s, height, width, results=results) for s in segmentations]
+        frame_areas, boxes = _frame_stats(frames, height, width)
+    except (ValueError, TypeError) as err:
+        raise fail(f"{where}: {err}") from None
+    return frames, frame_areas, boxes
+
+
 def _mean_area(areas: list[Any]) -> float:
     """Mean of the truthy per-frame areas (null and 0 skipped), 0 if none."""
     kept = [a for a in areas if a]
@@ -176,16 +194,12 @@ def parse_ground_truth(content: Any, source: str) -> GroundTruth:
         if ann["video_id"] not in videos or ann["category_id"] not in category_ids:
             continue  # upstream evaluates only the listed videos and categories
         height, width, length = videos[ann["video_id"]]
-        segmentations = ann.get("segmentations")
-        if not isinstance(segmentations, list) or len(segmentations) != length:
-            count = len(segmentations) if isinstance(segmentations, list) else "no"
-            raise fail(f"{where} has {count} segmentations but video {ann['video_id']} has "
-                       f"{length} frames")
-        try:
-            frames = [_frame_rle(s, height, width, results=False) for s in segmentations]
-            frame_areas, boxes = _frame_stats(frames, height, width)
-        except (ValueError, TypeError) as err:
-            raise fail(f"{where}: {err}") from None
+        frames, frame_areas, boxes = _track_frames(
+            ann.get("segmentations"), height, width, length, results=False, fail=fail,
+            count_error=lambda count, ann=ann, length=length, where=where: (
+                f"{where} has {count} segmentations but video {ann['video_id']} has "
+                f"{length} frames"),
+            where=where)
         areas = ann.get("areas")
         if areas is None:  # not in the format, but be kind: use the masks' areas
             areas = [int(a) if f is not None else None for a, f in zip(frame_areas, frames,
@@ -232,16 +246,12 @@ def parse_results(content: Any, gt: GroundTruth, source: str) -> list[TrackRecor
             raise fail(f"{where}: video_id {video_id} is not a video of {gt.source} "
                        "(results and ground truth are for different videos?)")
         height, width, length = gt.videos[video_id]
-        segmentations = entry.get("segmentations")
-        if not isinstance(segmentations, list) or len(segmentations) != length:
-            count = len(segmentations) if isinstance(segmentations, list) else "no"
-            raise fail(f"{where}: {count} segmentations for video {video_id}, which has "
-                       f"{length} frames in {gt.source}")
-        try:
-            frames = [_frame_rle(s, height, width, results=True) for s in segmentations]
-            frame_areas, boxes = _frame_stats(frames, height, width)
-        except (ValueError, TypeError) as err:
-            raise fail(f"{where} (video {video_id}): {err}") from None
+        frames, frame_areas, boxes = _track_frames(
+            entry.get("segmentations"), height, width, length, results=True, fail=fail,
+            count_error=lambda count, video_id=video_id, length=length, where=where: (
+                f"{where}: {count} segmentations for video {video_id}, which has "
+                f"{length} frames in {gt.source}"),
+            where=f"{where} (video {video_id})")
         predictions.append(TrackRecord(
             id=position + 1, video_id=video_id, category_id=entry["category_id"],
             frames=frames, mean_area=_mean_area([int(a) for a in frame_areas]),
