@@ -181,20 +181,25 @@ def make_train_dataset(dataset: YtvisDataset, settings: clips.ClipSettings, *,
         return [clip[name] for name, _, _ in TRAIN_FIELDS]
 
     def to_dict(clip_number):
-        outputs = tf.numpy_function(load_clip, [clip_number],
-                                    [tf.as_dtype(dtype) for _, dtype, _ in TRAIN_FIELDS],
-                                    stateful=False)
-        clip = {}
-        for (name, _, _), tensor in zip(TRAIN_FIELDS, outputs, strict=True):
-            tensor.set_shape(shapes[name])
-            clip[name] = tensor
-        return clip
+        return _numpy_function_dict(tf, load_clip, clip_number, TRAIN_FIELDS, shapes)
 
     stream = tf.data.Dataset.counter(start=start_batch * batch_size)
     stream = stream.map(to_dict, num_parallel_calls=_autotune(tf, num_parallel_calls),
                         deterministic=True)
     stream = stream.batch(batch_size, drop_remainder=True)
     return stream.prefetch(_autotune(tf, prefetch_batches))
+
+
+def _numpy_function_dict(tf, function, argument, fields, shapes: dict[str, Any]) -> dict:
+    """Runs numpy `function(argument)` inside tf.data; its outputs, in `fields` order, as a
+    dict of tensors with the static `shapes` set (tf.numpy_function loses them)."""
+    outputs = tf.numpy_function(function, [argument],
+                                [tf.as_dtype(dtype) for _, dtype, _ in fields], stateful=False)
+    element = {}
+    for (name, _, _), tensor in zip(fields, outputs, strict=True):
+        tensor.set_shape(shapes[name])
+        element[name] = tensor
+    return element
 
 
 def _autotune(tf, value: int) -> int:
@@ -256,14 +261,8 @@ def make_eval_dataset(dataset: YtvisDataset, short_side: int, max_size: int, *,
                 for name, dtype, _ in EVAL_FIELDS]
 
     def to_dict(position):
-        outputs = tf.numpy_function(load_video, [position],
-                                    [tf.as_dtype(dtype) for _, dtype, _ in EVAL_FIELDS],
-                                    stateful=False)
-        element = {}
-        for (name, _, shape), tensor in zip(EVAL_FIELDS, outputs, strict=True):
-            tensor.set_shape(shape)
-            element[name] = tensor
-        return element
+        return _numpy_function_dict(tf, load_video, position, EVAL_FIELDS,
+                                    {name: shape for name, _, shape in EVAL_FIELDS})
 
     videos = tf.data.Dataset.from_tensor_slices(np.array(positions, dtype=np.int64))
     videos = videos.map(to_dict, num_parallel_calls=num_parallel_calls, deterministic=True)
