@@ -119,9 +119,7 @@ def toy_workdir(tmp_path_factory):
     config.data.root = root
     model = IFC.from_config(config.model)
     frames = np.zeros((1, 1, 64, 64, 3), np.uint8)
-    params = jax.eval_shape(model.init, jax.random.key(0), frames,
-                            np.zeros((1, 1, 64, 64), bool))["params"]
-    optimizer, _ = build_optimizer(config.train, params, 2)
+    optimizer, _ = build_optimizer(config.train, 2)
     state = jax.jit(lambda r: init_state(model, optimizer, r, frames,
                                          np.zeros((1, 1, 64, 64), bool)))(jax.random.key(0))
     bias = state["params"]["class_embed"]["layers_1"]["dense"]["bias"]

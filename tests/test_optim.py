@@ -49,7 +49,7 @@ def _numpy_adamw(param, grads, lrs, wd, b1=0.9, b2=0.999, eps=1e-8):
 
 def test_updates_follow_torch_adamw_with_groups_and_schedule():
     params = _params()
-    optimizer, schedule = build_optimizer(TRAIN, params, freeze_at=2)
+    optimizer, schedule = build_optimizer(TRAIN, freeze_at=2)
     state = optimizer.init(params)
     rng = np.random.RandomState(0)
     grads_seq = [jax.tree.map(lambda p: jnp.asarray(rng.randn(*p.shape), jnp.float32), params)
@@ -81,7 +81,7 @@ def test_global_norm_clipping_spans_all_groups():
     params = {"decoder": {"w": jnp.zeros((2,))}, "backbone": {"res3_0": {"w": jnp.zeros((2,))}}}
     clip = 1e-8
     config = dict(TRAIN, grad_clip_norm=clip, weight_decay=0.0)
-    optimizer, _ = build_optimizer(config, params, freeze_at=2)
+    optimizer, _ = build_optimizer(config, freeze_at=2)
     grads = {"decoder": {"w": jnp.asarray([3.0, 0.0])},
              "backbone": {"res3_0": {"w": jnp.asarray([0.0, 4.0])}}}
     updates, _ = optimizer.update(grads, optimizer.init(params), params)

@@ -47,9 +47,7 @@ def setup():
     config.train.grad_clip_norm = 1.0
     model = IFC.from_config(config.model)
     batch = synthetic_batch()
-    params_shape = jax.eval_shape(model.init, jax.random.key(0), batch["frames"][:1],
-                                  batch["padding_mask"][:1])["params"]
-    optimizer, schedule = build_optimizer(config.train, params_shape, 2)
+    optimizer, schedule = build_optimizer(config.train, 2)
     state = jax.jit(lambda r: init_state(model, optimizer, r, batch["frames"][:1],
                                          batch["padding_mask"][:1]))(jax.random.key(0))
     return config, model, optimizer, schedule, state, batch

@@ -160,12 +160,7 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
     train_cfg = config.train
     num_steps = int(train_cfg.num_steps)
 
-    # Parameters do not depend on the input size, so a small dummy clip initialises them.
-    template_params = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), np.zeros((1, 1, 64, 64, 3), np.uint8),
-                           np.zeros((1, 1, 64, 64), bool)))["params"]
-    optimizer, schedule = build_optimizer(train_cfg, template_params,
-                                          config.model.backbone.freeze_at)
+    optimizer, schedule = build_optimizer(train_cfg, config.model.backbone.freeze_at)
     state = _initial_state(config, model, optimizer, mesh)
 
     checkpoints = Checkpoints(workdir, int(train_cfg.checkpoint_every),

@@ -52,9 +52,13 @@ def learning_rate_schedule(base_lr: float, decay_steps: Sequence[int], decay_fac
     )
 
 
-def build_optimizer(train_config: Mapping[str, Any], params: Mapping[str, Any],
-                    freeze_at: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optax chain for `config.train` and the lr schedule (for logging)."""
+def build_optimizer(train_config: Mapping[str, Any], freeze_at: int
+                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optax chain for `config.train` and the lr schedule (for logging).
+
+    Parameter groups are derived from the params the optimiser is initialised with, so no
+    parameter tree is needed up front.
+    """
     schedule = learning_rate_schedule(train_config["lr"], train_config["lr_decay_steps"],
                                       train_config["lr_decay_factor"])
     mult = train_config["backbone_lr_mult"]
@@ -71,6 +75,6 @@ def build_optimizer(train_config: Mapping[str, Any], params: Mapping[str, Any],
     }
     optimizer = optax.chain(
         optax.clip_by_global_norm(train_config["grad_clip_norm"]),
-        optax.multi_transform(transforms, parameter_groups(params, freeze_at)),
+        optax.multi_transform(transforms, lambda params: parameter_groups(params, freeze_at)),
     )
     return optimizer, schedule
