@@ -18,7 +18,11 @@ from ifc_jax.errors import UserError
 
 
 def _find_state_dir(path: str) -> str:
-    """Accepts a workdir, its checkpoints/ folder, or one step folder; returns the item dir."""
+    """Accepts a workdir, its checkpoints/ folder, or one step folder; returns the item dir.
+
+    The result is absolute: orbax refuses to restore from a relative path.
+    """
+    path = os.path.abspath(path)
     candidates = [path, os.path.join(path, "checkpoints")]
     for candidate in candidates:
         if not os.path.isdir(candidate):

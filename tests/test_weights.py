@@ -37,6 +37,16 @@ def test_init_from_takes_all_but_the_excluded_prefixes(tmp_path):
     np.testing.assert_array_equal(stats["backbone"]["mean"], np.full((5,), 2.0))
 
 
+def test_relative_paths_load(tmp_path, monkeypatch):
+    # `python main.py demo` passes its default workdir (workdirs/demo) as a relative path.
+    checkpoints = Checkpoints(str(tmp_path / "run"), 1, 1)
+    checkpoints.save(3, _state(5.0), force=True)
+    checkpoints.close()
+    monkeypatch.chdir(tmp_path)
+    params = load_variables("run")["params"]
+    np.testing.assert_array_equal(params["decoder"]["b"], np.full((2, 2), 5.0))
+
+
 def test_mis_shaped_or_missing_checkpoints_fail_clearly(tmp_path):
     source = _state(1.0)["params"]
     target = {"decoder": {"w": jnp.zeros((5,)), "b": jnp.zeros((2, 2))}}
