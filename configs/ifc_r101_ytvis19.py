@@ -5,6 +5,11 @@ input, caffe mean and unit std.
 
   python main.py train --config configs/ifc_r101_ytvis19.py --workdir workdirs/r101_ytvis19
   python main.py summary --config configs/ifc_r101_ytvis19.py
+
+The released R-101 IFC checkpoint and detectron2's ImageNetPretrained/MSRA/R-101.pkl convert
+with this config (docs/pretrained_weights.md):
+  python main.py convert --from R-101.pkl --to weights/r101_imagenet \
+      --config configs/ifc_r101_ytvis19.py
 """
 
 import ml_collections

@@ -33,7 +33,7 @@ from ifc_jax.train.checkpoint import Checkpoints
 from ifc_jax.train.optim import build_optimizer
 from ifc_jax.train.step import BATCH_AXIS, init_state, make_train_step, select_model_inputs
 from ifc_jax.validation import validate_train_config
-from ifc_jax.weights import load_params, merge_params
+from ifc_jax.weights import load_variables, merge_params
 
 log = logging.getLogger("ifc_jax.train")
 
@@ -172,9 +172,15 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
     else:
         start_step = 0
         if train_cfg.init_from:
-            merged, taken, kept = merge_params(state["params"], load_params(train_cfg.init_from),
+            source = load_variables(train_cfg.init_from)
+            merged, taken, kept = merge_params(state["params"], source["params"],
                                                tuple(train_cfg.init_exclude))
-            state["params"] = jax.device_put(merged, NamedSharding(mesh, PartitionSpec()))
+            # Frozen BN statistics come with the weights they normalise (e.g. an ImageNet
+            # backbone written by `main.py convert`).
+            stats, _, _ = merge_params(state["batch_stats"], source["batch_stats"])
+            replicated = NamedSharding(mesh, PartitionSpec())
+            state["params"] = jax.device_put(merged, replicated)
+            state["batch_stats"] = jax.device_put(stats, replicated)
             log.info("initialised %d params from %s; %d kept from random init (%s)",
                      len(taken), train_cfg.init_from, len(kept), ", ".join(kept[:8]))
 
