@@ -3,9 +3,13 @@ r"""IFC, ResNet-50, YouTube-VIS 2019: the paper's recipe (SPEC §0, §7.3, §8).
 Fine-tunes from COCO-pretrained IFC weights on 16 clips of T=5 frames per step, 6k steps.
 
   python main.py train --config configs/ifc_r50_ytvis19.py --workdir workdirs/r50_ytvis19 \
-      --config.init_from=PATH_TO_COCO_CHECKPOINT
+      --config.train.init_from=weights/ifc_r50_coco   # from `main.py convert` (see below)
   python main.py evaluate --config configs/ifc_r50_ytvis19.py --workdir workdirs/r50_ytvis19
   python main.py summary --config configs/ifc_r50_ytvis19.py
+
+Pretrained weights (docs/pretrained_weights.md): the released R-50 IFC checkpoint, the COCO
+R-50 IFC (with --config.model.num_classes=80) and ImageNet R-50.pkl convert with this config:
+  python main.py convert --from model_final.pth --to weights/ifc_r50_ytvis19
 """
 
 import ml_collections
@@ -91,7 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every = 20  # steps between log lines / TensorBoard scalars
     config.train.checkpoint_every = 500  # steps between checkpoints
     config.train.keep_checkpoints = 3
-    config.train.init_from = ""  # a workdir or checkpoint to start from (not resumed from)
+    config.train.init_from = ""  # a workdir or `main.py convert` output to start from
     config.train.init_exclude = ("class_embed",)  # params not taken from init_from
 
     # Multi-host: "off" (one process), "auto" (TPU pods, SLURM: jax finds the cluster) or
@@ -109,6 +113,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.inference.match_threshold = 0.05
     config.inference.class_threshold = 0.01
     config.inference.multi_class = True
+    # Leave out tracks whose masks are empty in every frame (they can only be false
+    # positives). The original writes them; False keeps its results files entry for entry.
+    config.inference.drop_empty_tracks = False
 
     # Input size used by `summary` for per-frame GFLOPs.
     config.summary = ml_collections.ConfigDict()

@@ -72,6 +72,19 @@ def test_single_class_mode_takes_the_argmax_real_class():
     assert [(e["category_id"], e["score"]) for e in entries] == [(2, 0.3), (2, 0.002)]
 
 
+def test_drop_empty_leaves_out_tracks_empty_in_every_frame():
+    one_pixel = np.zeros((3, 4), bool)
+    one_pixel[2, 3] = True
+    empty_track = [empty_rle(3, 4)] * 3
+    late_track = [empty_rle(3, 4), empty_rle(3, 4), encode_mask_rle(one_pixel)]
+    probs = [np.array([0.9, 0.1]), np.array([0.6, 0.4])]
+    kept = video_results(2, probs, [empty_track, late_track], [5], drop_empty=True)
+    assert [e["score"] for e in kept] == [0.6]  # a single pixel in the last frame counts
+    # Off (the original's behaviour): both tracks are written.
+    assert [e["score"] for e in video_results(2, probs, [empty_track, late_track], [5])] == [
+        0.9, 0.6]
+
+
 def test_write_results_json_is_atomic(tmp_path):
     path = tmp_path / "sub" / "results.json"
     entries = video_results(1, [np.array([0.7, 0.3])], [[empty_rle(3, 3)]], [5])

@@ -149,7 +149,7 @@ def with_progress(frames: Iterable[Any], num_frames: int) -> Iterator[Any]:
 
 def run(args: argparse.Namespace) -> int:
     from ifc_jax.config_loading import load_config
-    from ifc_jax.evaluation.results import video_results, write_results_json
+    from ifc_jax.evaluation.results import result_options, video_results, write_results_json
     from ifc_jax.inference.loading import load_trained_model
     from ifc_jax.inference.predictor import VideoPredictor
     from ifc_jax.inference.video import inference_size, open_video
@@ -176,8 +176,7 @@ def run(args: argparse.Namespace) -> int:
                                                  video.num_frames),
                                    video.num_frames, (height, width), (video.height, video.width))
     results = video_results(VIDEO_ID, prediction.class_probs, prediction.segmentations,
-                            category_ids, class_threshold=float(inference.class_threshold),
-                            multi_class=bool(inference.multi_class))
+                            category_ids, **result_options(inference))
     os.makedirs(args.output, exist_ok=True)
     results_path = os.path.join(args.output, "results.json")
     write_results_json(results_path, results)

@@ -7,14 +7,18 @@ One entry per (track, class) whose mean class probability is above `class_thresh
      "segmentations": [{"size": [H, W], "counts": str}, ...]}   # one compressed RLE per frame
 
 Masks are at the video's original size; frames where a track has no mask are the RLE of an
-empty mask (never null), as the original IFC writes them. Per-frame masks are RLE-encoded as
-soon as they are final (`TrackMasks`), so a long video never holds dense mask stacks.
+empty mask (never null), as the original IFC writes them. With `drop_empty` a track whose mask
+is empty in every frame is left out: it cannot overlap anything, so it can only be a false
+positive (the original writes it; `inference.drop_empty_tracks` chooses). Per-frame masks are
+RLE-encoded as soon as they are final (`TrackMasks`), so a long video never holds dense mask
+stacks.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -64,10 +68,24 @@ class TrackMasks:
         return [frames.get(t, self._empty) for t in range(self.num_frames)]
 
 
+def is_empty_track(segmentations: Sequence[dict]) -> bool:
+    """True when every frame's compressed RLE covers no pixel."""
+    rles = [{"size": rle["size"], "counts": rle["counts"].encode("utf-8")}
+            for rle in segmentations]
+    return not np.any(mask_util.area(rles)) if rles else True
+
+
+def result_options(inference: Any) -> dict[str, Any]:
+    """`video_results` keyword arguments from a config's `inference` section."""
+    return {"class_threshold": float(inference.class_threshold),
+            "multi_class": bool(inference.multi_class),
+            "drop_empty": bool(inference.get("drop_empty_tracks", False))}
+
+
 def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
                   track_segmentations: Sequence[list[dict]], category_ids: Sequence[int], *,
                   class_threshold: float = DEFAULT_CLASS_THRESHOLD,
-                  multi_class: bool = True) -> list[dict]:
+                  multi_class: bool = True, drop_empty: bool = False) -> list[dict]:
     """Result entries of one video (SPEC §8.4).
 
     track_class_probs: per track, its (K+1,) mean class probabilities (index K = no object).
@@ -75,6 +93,7 @@ def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
     category_ids: the dataset id of each contiguous class 0..K-1 (e.g. 1..40 for YTVIS).
     multi_class: one entry per (track, class k < K) with probability > class_threshold, in
     track order then class order; otherwise one entry per track with its arg-max real class.
+    drop_empty: leave out tracks whose masks are empty in every frame.
     """
     if len(track_class_probs) != len(track_segmentations):
         raise ValueError("need one segmentation list per track")
@@ -83,6 +102,8 @@ def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
         real = np.asarray(probs, np.float64)[:-1]  # drop no-object
         if len(real) != len(category_ids):
             raise ValueError(f"{len(real)} real classes but {len(category_ids)} category ids")
+        if drop_empty and is_empty_track(segmentations):
+            continue
         classes = (np.flatnonzero(real > class_threshold) if multi_class
                    else [int(np.argmax(real))])
         for k in classes:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ifc_jax.data import sources
-from ifc_jax.evaluation.results import video_results, write_results_json
+from ifc_jax.evaluation.results import result_options, video_results, write_results_json
 from ifc_jax.evaluation.ytvis_metric import evaluate_results
 from ifc_jax.inference.loading import load_trained_model
 from ifc_jax.inference.predictor import VideoPredictor
@@ -49,8 +49,7 @@ def evaluate_split(config: Any, weights_path: str, output_dir: str,
                                        (video["orig_height"], video["orig_width"]))
         results += video_results(video["video_id"], prediction.class_probs,
                                  prediction.segmentations, category_ids,
-                                 class_threshold=inference.class_threshold,
-                                 multi_class=inference.multi_class)
+                                 **result_options(inference))
         for name, value in prediction.seconds.items():
             seconds[name] += value
         total_frames += video["length"]

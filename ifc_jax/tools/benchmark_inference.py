@@ -120,7 +120,7 @@ def random_model(config: Any, seed: int = 0) -> tuple[Any, Any]:
 
 def _time_setting(model: Any, variables: Any, config: Any, frames: np.ndarray,
                   window_frames: int, window_stride: int, repeats: int) -> dict[str, Any]:
-    from ifc_jax.evaluation.results import video_results
+    from ifc_jax.evaluation.results import result_options, video_results
     from ifc_jax.inference.predictor import VideoPredictor
 
     num_frames, height, width = frames.shape[:3]
@@ -133,9 +133,7 @@ def _time_setting(model: Any, variables: Any, config: Any, frames: np.ndarray,
         begin = time.perf_counter()
         prediction = predictor.predict(frames, num_frames, (height, width), (height, width))
         results = video_results(1, prediction.class_probs, prediction.segmentations,
-                                category_ids,
-                                class_threshold=float(config.inference.class_threshold),
-                                multi_class=bool(config.inference.multi_class))
+                                category_ids, **result_options(config.inference))
         return time.perf_counter() - begin, prediction, results
 
     warmup_seconds, _, _ = predict_once()  # compiles every shape the timed runs use
