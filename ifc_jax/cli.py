@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     # C++ warnings with a Python traceback before we turn them into one clear line; keep its
     # warnings quiet unless the user asked otherwise. Must happen before TF is imported.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TF announces its oneDNN CPU kernels on import through a logger that ignores the level
+    # above. We run no TF math that they speed up (only decoding, resizing and tf.data).
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     argv = sys.argv[1:] if argv is None else argv
     rest, overrides = split_config_overrides(argv)
     parser = build_parser()
