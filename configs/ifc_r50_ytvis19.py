@@ -87,6 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.lr = 1e-4
     config.train.lr_decay_steps = (4000,)
     config.train.lr_decay_factor = 0.1
+    config.train.warmup_steps = 0  # linear lr warm-up steps (the paper's recipe has none)
     config.train.backbone_lr_mult = 0.1
     config.train.weight_decay = 1e-4
     config.train.grad_clip_norm = 0.01

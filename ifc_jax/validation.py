@@ -76,6 +76,9 @@ def validate_train_config(config: Any, device_count: int, process_count: int) ->
     _require_train(train.num_steps >= 1, "train.num_steps",
                    f"must be >= 1, got {train.num_steps}")
     _require_train(train.lr > 0, "train.lr", f"must be > 0, got {train.lr}")
+    warmup = train.get("warmup_steps", 0)
+    _require_train(isinstance(warmup, int) and warmup >= 0, "train.warmup_steps",
+                   f"must be an integer >= 0, got {warmup!r}")
     _require_train(train.matcher in ("host", "device"), "train.matcher",
                    f"must be 'host' or 'device', got {train.matcher!r}")
     _require_train(train.checkpoint_every >= 1, "train.checkpoint_every",

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from ifc_jax.models.resnet import STAGE_NAMES
@@ -45,11 +46,25 @@ def parameter_groups(params: Mapping[str, Any], freeze_at: int) -> Any:
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-def learning_rate_schedule(base_lr: float, decay_steps: Sequence[int], decay_factor: float
-                           ) -> optax.Schedule:
-    return optax.piecewise_constant_schedule(
+def learning_rate_schedule(base_lr: float, decay_steps: Sequence[int], decay_factor: float,
+                           warmup_steps: int = 0) -> optax.Schedule:
+    """Step decay (x decay_factor at each of decay_steps) after an optional linear warm-up.
+
+    With warmup_steps = W > 0 the lr at step s < W is base_lr * (s + 1) / W. The paper's
+    recipe has no warm-up (detectron2's WARMUP_FACTOR 1.0); training from scratch, as the toy
+    demo does, is steadier with one.
+    """
+    decayed = optax.piecewise_constant_schedule(
         base_lr, {int(step): decay_factor for step in decay_steps}
     )
+    if warmup_steps <= 0:
+        return decayed
+
+    def schedule(step):
+        ramp = jnp.minimum((step + 1) / warmup_steps, 1.0)
+        return decayed(step) * ramp
+
+    return schedule
 
 
 def build_optimizer(train_config: Mapping[str, Any], freeze_at: int
@@ -60,7 +75,8 @@ def build_optimizer(train_config: Mapping[str, Any], freeze_at: int
     parameter tree is needed up front.
     """
     schedule = learning_rate_schedule(train_config["lr"], train_config["lr_decay_steps"],
-                                      train_config["lr_decay_factor"])
+                                      train_config["lr_decay_factor"],
+                                      int(train_config.get("warmup_steps", 0)))
     mult = train_config["backbone_lr_mult"]
 
     def adamw(lr_schedule):
