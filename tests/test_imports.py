@@ -1,5 +1,6 @@
 """GPU hosts may lack TensorFlow, tfds and clu: the model, inference, metric, FLOPs and
-benchmark code must import (and the commands start) without them."""
+benchmark code (the train benchmark's step, loop and batch helpers included) must import (and
+the commands start) without them."""
 
 import os
 import subprocess
@@ -15,6 +16,9 @@ for name in ("tensorflow", "tensorflow_datasets", "clu"):
 MODULES = ["ifc_jax.models.ifc", "ifc_jax.inference.predictor", "ifc_jax.inference.evaluate",
            "ifc_jax.inference.video", "ifc_jax.evaluation.ytvis_metric", "ifc_jax.tools.flops",
            "ifc_jax.tools.benchmark_encoder", "ifc_jax.tools.benchmark_inference",
+           "ifc_jax.tools.benchmark_train", "ifc_jax.tools.roofline",
+           "ifc_jax.tools.synthetic_video", "ifc_jax.train.loop", "ifc_jax.train.step",
+           "ifc_jax.data.global_batch",
            "ifc_jax.tools.visualize", "ifc_jax.weights", "ifc_jax.commands.predict",
            "ifc_jax.commands.evaluate", "ifc_jax.commands.score", "ifc_jax.cli"]
 

@@ -70,8 +70,8 @@ def test_windows_see_the_same_features_as_a_direct_forward(model_and_variables, 
     monkeypatch.setattr(predictor_module.ClipTracker, "add_window", recording)
     encode_calls = []
     predictor = VideoPredictor(model, variables, window_frames=3, window_stride=2)
-    real_encode = predictor._encode
-    predictor._encode = lambda *a: encode_calls.append(1) or real_encode(*a)
+    real_encode = predictor.encode_frames
+    predictor.encode_frames = lambda *a: encode_calls.append(1) or real_encode(*a)
     result = predictor.predict(iter(frames), 6, (40, 56), (80, 112))
     assert [start for start, _, _ in seen] == [0, 2, 3]  # (0,3) (2,5) (3,6)
     assert len(encode_calls) == 2  # 6 frames in chunks of 3: each frame encoded once

@@ -5,8 +5,13 @@
   --what encoder    median ms per clip of the four encoder communication schemes (paper sizes,
                     random weights) at 360x640 for T in 1, 5, 10, 20, 36, with GFLOPs beside.
   --what inference  frames/s of whole-video inference, near-online (T=5, S=1) and offline
-                    (T=36), with the share of backbone, encoder/decoder, tracking and RLE;
-                    random weights, a synthetic --frames x --height x --width video.
+                    (T=36), the paper's way and model-only, with the share of backbone,
+                    encoder/decoder, tracking and RLE and the roofline (FLOPs per frame,
+                    fraction of the measured matmul peak); random weights, a synthetic
+                    --frames x --height x --width video, per --dtypes.
+  --what train      clips/s of the jitted train step at the config's training shapes
+                    (train.batch_size clips of data.num_frames frames, pad_height x pad_width),
+                    with its roofline; random weights, synthetic clips with their masks.
 
 Examples:
   python main.py benchmark --what data
@@ -14,8 +19,11 @@ Examples:
   python main.py benchmark --config configs/ifc_r50_ytvis19.py --what data --source config
   python main.py benchmark --what inference --json                  # tiny model, CPU
   python main.py benchmark --what encoder --repeats 5 --plot encoder.png  # 360x640, T=1..36
+  python main.py benchmark --what train --json --batches 2 --warmup 1  # tiny model, CPU
   python main.py benchmark --what inference --config configs/ifc_r50_ytvis19.py \\
-      --height 360 --width 640 --frames 180 --json                  # the paper's model, GPU
+      --height 360 --width 640 --frames 180 --kept-queries 10 --dtypes bfloat16 float32 --json
+  python main.py benchmark --what train --config configs/ifc_r50_ytvis19.py \\
+      --dtypes bfloat16 float32 --json                              # the recipe's step, GPU
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "encoder": ("ifc_jax.tools.benchmark_encoder",
                 "the four encoder communication schemes, ms per clip against T",
                 "configs/ifc_r50_ytvis19.py"),
+    "train": ("ifc_jax.tools.benchmark_train",
+              "the jitted train step at the recipe's shapes, clips/s", "configs/tiny.py"),
 }
 
 
@@ -46,11 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--what", choices=sorted(BENCHMARKS), default="data",
                         help="; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()))
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--batches", type=int, default=20, help="batches timed (default 20)")
+    parser.add_argument("--batches", type=int, default=20,
+                        help="data: batches timed; train: steps timed (default 20)")
     parser.add_argument("--warmup", type=int, default=3,
-                        help="batches read before timing starts (default 3)")
+                        help="data: batches read before timing starts; train: steps run after "
+                             "compilation, before timing (default 3)")
     parser.add_argument("--batch-size", type=int, default=0,
-                        help="clips per batch (default: config.train.batch_size)")
+                        help="data, train: clips per batch (default: config.train.batch_size)")
     parser.add_argument("--source", choices=("toy", "config"), default="toy",
                         help="data: the built-in toy dataset (default) or the config's dataset")
     parser.add_argument("--toy-root", default="data/toy",
@@ -70,6 +82,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="inference: timed predictions of the video per setting, after "
                              "one untimed warm-up (default 1)")
+    parser.add_argument("--kept-queries", type=int, default=0,
+                        help="inference: calibrate the random class head to keep about this "
+                             "many queries per window, as a trained model does (default 0: "
+                             "as initialised, about K/(K+1) of them)")
+    parser.add_argument("--dtypes", nargs="+", metavar="DTYPE", default=None,
+                        help="inference, train: compute dtypes to run, float32 and/or "
+                             "bfloat16 (default: config.model.dtype)")
+    parser.add_argument("--peak-size", type=int, default=0,
+                        help="inference, train: n of the n x n x n matmul that measures the "
+                             "matrix-unit peak (default: 8192 on GPU/TPU, 1024 on CPU)")
+    parser.add_argument("--attention", choices=("auto", "xla", "cudnn"), default=None,
+                        help="attention kernel (default: $IFC_JAX_ATTENTION or auto = cuDNN "
+                             "flash attention for 16-bit compute on NVIDIA GPUs, else XLA)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,13 +105,19 @@ def run(args: argparse.Namespace) -> int:
     from ifc_jax.tools.output import print_json
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
-    if args.batches < 1 or args.warmup < 0 or args.batch_size < 0:
-        raise UserError("--batches must be >= 1, --warmup and --batch-size >= 0")
+    if args.batches < 1 or args.warmup < 0 or args.batch_size < 0 or args.peak_size < 0:
+        raise UserError("--batches must be >= 1, --warmup, --batch-size and --peak-size >= 0")
     if args.config is None:
         args.config = BENCHMARKS[args.what][2]
     config = load_config(args.config, args.config_overrides)
     module = importlib.import_module(BENCHMARKS[args.what][0])
-    result = module.run_benchmark(config, args)
+    if args.attention:
+        from ifc_jax.models.attention import attention_implementation
+
+        with attention_implementation(args.attention):
+            result = module.run_benchmark(config, args)
+    else:
+        result = module.run_benchmark(config, args)
     if args.json:
         print_json(result)
     else:

@@ -78,7 +78,12 @@ class VideoPredictor:
         self.window_frames = window_frames
         self.window_stride = window_stride
         self.match_threshold = match_threshold
-        self._encode = jax.jit(lambda v, f, p: model.apply(v, f, p, method=IFC.frame_features))
+        # The two jitted device programs (benchmarks time them and count their FLOPs):
+        # encode_frames(variables, frames (F, H, W, 3), padding (F, H, W)) -> features, and
+        # run_window(variables, features of T frames, frame_valid (T,)) ->
+        # (class probs (N, K+1), mask logits (N, T, H/8, W/8)).
+        self.encode_frames = jax.jit(
+            lambda v, f, p: model.apply(v, f, p, method=IFC.frame_features))
 
         def run_window(v, features, frame_valid):
             outputs = model.apply(v, jax.tree.map(lambda x: x[None], features),
@@ -86,7 +91,7 @@ class VideoPredictor:
             probs = jax.nn.softmax(outputs["pred_logits"][-1, 0], axis=-1)
             return probs, outputs["pred_masks"][-1, 0]
 
-        self._window = jax.jit(run_window)
+        self.run_window = jax.jit(run_window)
 
     def _chunks(self, frames: Iterable[np.ndarray], height: int, width: int
                 ) -> Iterator[tuple[int, dict[str, jax.Array]]]:
@@ -110,7 +115,7 @@ class VideoPredictor:
     def _encode_chunk(self, frames: np.ndarray, count: int) -> dict[str, jax.Array]:
         padding = np.zeros(frames.shape[:3], bool)
         padding[count:] = True  # chunk filler frames: blank and fully padded
-        return self._encode(self.variables, frames, padding)
+        return self.encode_frames(self.variables, frames, padding)
 
     def predict(self, frames: Iterable[np.ndarray], num_frames: int,
                 resized_size: tuple[int, int], output_size: tuple[int, int]) -> VideoPrediction:
@@ -153,8 +158,8 @@ class VideoPredictor:
             # Chunks that end before this window are no longer needed by any window.
             stored = [item for item in stored if item[0] + item[1] > start]
             begin = time.perf_counter()
-            features, frame_valid = self._gather(stored, start, end, (height, width))
-            probs, logits = self._window(self.variables, features, frame_valid)
+            features, frame_valid = self.gather_window(stored, start, end, (height, width))
+            probs, logits = self.run_window(self.variables, features, frame_valid)
             probs, logits = np.asarray(probs), np.asarray(logits)[:, : end - start]
             seconds["windows"] += time.perf_counter() - begin
             begin = time.perf_counter()
@@ -173,10 +178,11 @@ class VideoPredictor:
             seconds=seconds,
         )
 
-    def _gather(self, stored: list[tuple[int, int, dict[str, jax.Array]]], start: int,
-                end: int, frame_size: tuple[int, int]
-                ) -> tuple[dict[str, jax.Array], jax.Array]:
-        """Features of frames [start, end), padded in time to window_frames."""
+    def gather_window(self, stored: list[tuple[int, int, dict[str, jax.Array]]], start: int,
+                      end: int, frame_size: tuple[int, int]
+                      ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """Features of frames [start, end), padded in time to window_frames, from `stored`
+        (first frame, real frames, `encode_frames` output) chunks; with frame_valid (T,)."""
         pieces: dict[str, list[jax.Array]] = {}
         for first, count, features in stored:
             lo, hi = max(start, first), min(end, first + count)

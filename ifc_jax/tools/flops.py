@@ -9,6 +9,10 @@ The convention is fvcore's, which the IFC paper used:
 
 The count is taken from `jax.make_jaxpr` on abstract shapes: nothing is computed or allocated,
 so a 720x1280, T=36 full space-time encoder (a 33,120 x 33,120 attention) counts in a second.
+Attention is traced with its XLA implementation (QK^T and AV as `dot_general`s) even where a
+run would pick cuDNN's fused kernel, whose custom call the walker could not see into.
+Backward passes count like forward ones: `jax.value_and_grad(f)` traces to the forward and
+the transposed `dot_general`s / convolutions of the gradient (see `tools/roofline.py`).
 """
 
 from __future__ import annotations
@@ -84,10 +88,17 @@ def count_jaxpr(jaxpr: jax_core.Jaxpr, counts: Counter | None = None,
     return counts
 
 
+def trace(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> jax_core.ClosedJaxpr:
+    """The jaxpr of `fn(*args, **kwargs)`, attention traced with its XLA implementation."""
+    from ifc_jax.models.attention import attention_implementation
+
+    with attention_implementation("xla"):
+        return jax.make_jaxpr(lambda *a: fn(*a, **kwargs))(*args)
+
+
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Counter:
     """FLOPs of `fn(*args, **kwargs)` by category; args may be jax.ShapeDtypeStruct."""
-    closed = jax.make_jaxpr(lambda *a: fn(*a, **kwargs))(*args)
-    return count_jaxpr(closed.jaxpr)
+    return count_jaxpr(trace(fn, *args, **kwargs).jaxpr)
 
 
 def count_flops_by_module(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Counter]:
@@ -96,7 +107,7 @@ def count_flops_by_module(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> 
     Work done directly in the root module's `__call__` is grouped under its named scope if it
     has one, else under "(root)".
     """
-    closed = jax.make_jaxpr(lambda *a: fn(*a, **kwargs))(*args)
+    closed = trace(fn, *args, **kwargs)
     by_module: dict[str, Counter] = {}
     for eqn in closed.jaxpr.eqns:
         # e.g. "IFC/IFC.frame_features/backbone/res2_0/conv1": skip the root and the
@@ -110,9 +121,10 @@ def count_flops_by_module(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> 
 
 def abstract_init(module: Any, *args: Any, **kwargs: Any) -> Any:
     """The variables of `module.init(...)` as ShapeDtypeStructs, without computing them."""
-    return jax.eval_shape(
-        lambda *a: module.init(jax.random.key(0), *a, **kwargs), *args
-    )
+    from ifc_jax.models.attention import attention_implementation
+
+    with attention_implementation("xla"):  # shapes only: any kernel will do, XLA's traces
+        return jax.eval_shape(lambda *a: module.init(jax.random.key(0), *a, **kwargs), *args)
 
 
 def stride32_size(height: int, width: int) -> tuple[int, int]:

@@ -131,7 +131,8 @@ def _log_line(step: int, num_steps: int, metrics: dict[str, float], clips_per_s:
             f"{clips_per_s:.2f} clips/s | ETA {_format_duration(eta_s)}")
 
 
-def _initial_state(config: Any, model: IFC, optimizer, mesh: Mesh) -> dict[str, Any]:
+def initial_state(config: Any, model: IFC, optimizer, mesh: Mesh) -> dict[str, Any]:
+    """A fresh train state (random init of `config.train.seed`), replicated over `mesh`."""
     replicated = NamedSharding(mesh, PartitionSpec())
     frames = jax.ShapeDtypeStruct((1, config.data.num_frames, 64, 64, 3), np.uint8)
     padding = jax.ShapeDtypeStruct(frames.shape[:-1], np.bool_)
@@ -161,7 +162,7 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
     num_steps = int(train_cfg.num_steps)
 
     optimizer, schedule = build_optimizer(train_cfg, config.model.backbone.freeze_at)
-    state = _initial_state(config, model, optimizer, mesh)
+    state = initial_state(config, model, optimizer, mesh)
 
     checkpoints = Checkpoints(workdir, int(train_cfg.checkpoint_every),
                               int(train_cfg.keep_checkpoints))

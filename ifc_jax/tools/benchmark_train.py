@@ -1,0 +1,214 @@
+"""Train-step speed (clips/s) at a config's training shapes, with its roofline.
+
+The model, optimiser, state and jitted step are built exactly as `train/loop.py` builds them
+(`IFC.from_config`, `build_optimizer`, `initial_state`, `make_train_step` with the config's
+`train.matcher`, on a mesh of all local devices, the batch sharded over it by
+`make_global_batch`). The batch is synthetic but image-like: `train.batch_size` (or
+--batch-size) clips of `data.num_frames` frames padded to `data.pad_height x data.pad_width`,
+every second clip's content smaller than the pad (so padding is exercised), each with 1..5
+moving toy shapes whose visible masks and classes are the ground truth in `data.max_instances`
+slots (the rest invalid). Random weights: speed does not depend on them.
+
+Timing: compilation (lower + compile, reported apart), then --warmup untimed steps, then
+--batches steps, each blocked on its result; median and mean step time, clips/s and frames/s
+from the median. FLOPs per step are counted from the traced step (`tools/roofline.py`):
+forward, backward and optimiser, 2 FLOPs per multiply-add, with the forward pass alone beside.
+
+  python main.py benchmark --what train --json --batches 2 --warmup 1       # tiny, CPU
+  python main.py benchmark --what train --config configs/ifc_r50_ytvis19.py \\
+      --dtypes bfloat16 float32 --json                                      # recipe, GPU
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from ifc_jax.tools.synthetic_video import synthetic_video
+
+MAX_OBJECTS = 5  # per synthetic clip (YouTube-VIS clips hold a few instances)
+
+
+def synthetic_batch(batch_size: int, num_frames: int, height: int, width: int,
+                    max_instances: int, num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A training batch of `synthetic_video` clips with their ground truth.
+
+    Returns frames uint8 (B, T, H, W, 3), padding_mask bool (B, T, H, W), labels int32 (B, G),
+    instance_valid bool (B, G), masks bool (B, G, T, H, W) with G = max_instances; odd clips
+    have 3/4-size content at the top-left (the rest padding), even clips fill the frame.
+    """
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((batch_size, num_frames, height, width, 3), np.uint8)
+    padding = np.ones((batch_size, num_frames, height, width), bool)
+    labels = np.zeros((batch_size, max_instances), np.int32)
+    valid = np.zeros((batch_size, max_instances), bool)
+    masks = np.zeros((batch_size, max_instances, num_frames, height, width), bool)
+    for clip in range(batch_size):
+        clip_height, clip_width = ((height, width) if clip % 2 == 0
+                                   else (max(32, height * 3 // 4), max(32, width * 3 // 4)))
+        clip_height, clip_width = min(clip_height, height), min(clip_width, width)
+        objects = int(rng.integers(1, max(2, min(max_instances, MAX_OBJECTS + 1))))
+        objects = min(objects, max_instances)
+        classes, video = synthetic_video(num_frames, clip_height, clip_width,
+                                         seed=seed * 1000 + clip, num_objects=objects)
+        for t, (frame, frame_masks) in enumerate(video):
+            frames[clip, t, :clip_height, :clip_width] = frame
+            padding[clip, t, :clip_height, :clip_width] = False
+            masks[clip, :objects, t, :clip_height, :clip_width] = frame_masks
+        labels[clip, :objects] = classes % num_classes
+        valid[clip, :objects] = True
+    return {"frames": frames, "padding_mask": padding, "labels": labels,
+            "instance_valid": valid, "masks": masks}
+
+
+def _forward_counts(model: Any, state: dict[str, Any], batch: dict[str, Any]) -> Any:
+    """MACs of the training forward alone (all decoder layers' heads; dropout is free)."""
+    from ifc_jax.tools.flops import count_flops
+
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    return count_flops(lambda v, f, p: model.apply(v, f, p, all_layers=True), variables,
+                       batch["frames"], batch["padding_mask"])
+
+
+def _time_dtype(config: Any, dtype: str, steps: int, warmup: int, peak_size: int,
+                seed: int) -> dict[str, Any]:
+    import jax
+
+    from ifc_jax.data.global_batch import make_global_batch
+    from ifc_jax.models.ifc import IFC
+    from ifc_jax.tools import roofline
+    from ifc_jax.tools.benchmark_inference import with_dtype
+    from ifc_jax.train.loop import initial_state, make_mesh
+    from ifc_jax.train.optim import build_optimizer
+    from ifc_jax.train.step import make_train_step, select_model_inputs
+
+    config = with_dtype(config, dtype)
+    data, train = config.data, config.train
+    mesh = make_mesh()
+    model = IFC.from_config(config.model)
+    optimizer, schedule = build_optimizer(train, config.model.backbone.freeze_at)
+    state = initial_state(config, model, optimizer, mesh)
+    base_rng = jax.random.fold_in(jax.random.key(train.seed), 1)
+    train_step = make_train_step(model, optimizer, schedule, base_rng, mesh, train.matcher)
+    local = synthetic_batch(train.batch_size // jax.process_count(), data.num_frames,
+                            data.pad_height, data.pad_width, data.max_instances,
+                            config.model.num_classes, seed)
+    batch = make_global_batch(select_model_inputs(local), mesh)
+
+    # FLOPs before the first step donates the state. The host matcher is traced for the count
+    # (the device solver's while loop has no static trip count; neither solver is counted).
+    counted_step = (train_step if train.matcher == "host" else
+                    make_train_step(model, optimizer, schedule, base_rng, mesh, "host"))
+    step_counts = roofline.train_step_counts(counted_step, state, batch)
+    forward_counts = _forward_counts(model, state, batch)
+
+    begin = time.perf_counter()
+    compiled = train_step.lower(state, batch).compile()
+    compile_seconds = time.perf_counter() - begin
+    for _ in range(warmup):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready(state)
+    seconds = []
+    for _ in range(steps):
+        begin = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        seconds.append(time.perf_counter() - begin)
+    median = statistics.median(seconds)
+    clips = int(train.batch_size)
+    step_flops = roofline.matrix_flops(step_counts)
+    peak = roofline.measure_matmul_peak(dtype, peak_size)
+    head_dim = int(config.model.hidden_dim) // int(config.model.num_heads)
+    from ifc_jax.models.attention import select_implementation
+
+    return {
+        "dtype": dtype,
+        "attention": select_implementation(model.dtype, head_dim),
+        "compile_seconds": compile_seconds,
+        "warmup_steps": warmup,
+        "steps": len(seconds),
+        "step_seconds": seconds,
+        "median_step_seconds": median,
+        "mean_step_seconds": statistics.fmean(seconds),
+        "clips_per_s": clips / median,
+        "frames_per_s": clips * int(data.num_frames) / median,
+        "loss": float(metrics["loss"]),
+        "peak": peak,
+        "roofline": {
+            "gflops_per_step": step_flops / 1e9,
+            "gflops_per_clip": step_flops / clips / 1e9,
+            "forward_gflops_per_clip": roofline.matrix_flops(forward_counts) / clips / 1e9,
+            **roofline.achieved(step_flops, median, peak),
+        },
+    }
+
+
+def benchmark_train(config: Any, *, steps: int, warmup: int, batch_size: int = 0,
+                    dtypes: tuple[str, ...] = (), peak_size: int = 0, seed: int = 0
+                    ) -> dict[str, Any]:
+    """Times the train step at the config's shapes for each compute dtype; returns a dict."""
+    import jax
+
+    from ifc_jax.tools import roofline
+    from ifc_jax.validation import validate_train_config
+
+    if batch_size:
+        config.train.batch_size = batch_size
+    validate_train_config(config, jax.device_count(), jax.process_count())
+    dtypes = roofline.check_dtypes(dtypes or (str(config.model.dtype),))
+    runs = [_time_dtype(config, dtype, steps, warmup, peak_size, seed) for dtype in dtypes]
+    data = config.data
+    return {
+        "what": "train",
+        "batch_size": int(config.train.batch_size),
+        "num_frames": int(data.num_frames),
+        "height": int(data.pad_height),
+        "width": int(data.pad_width),
+        "max_instances": int(data.max_instances),
+        "matcher": str(config.train.matcher),
+        "runs": runs,
+        "model": {"backbone_depth": int(config.model.backbone.depth),
+                  "hidden_dim": int(config.model.hidden_dim),
+                  "num_queries": int(config.model.num_queries),
+                  "num_classes": int(config.model.num_classes),
+                  "communication": str(config.model.communication)},
+        "device": roofline.device_info(),
+    }
+
+
+def run_benchmark(config: Any, args: Any) -> dict[str, Any]:
+    """The `benchmark --what train` entry point (arguments: see commands/benchmark.py)."""
+    result = benchmark_train(config, steps=args.batches, warmup=args.warmup,
+                             batch_size=args.batch_size, dtypes=tuple(args.dtypes or ()),
+                             peak_size=args.peak_size)
+    result["config"] = args.config
+    return result
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A table of step time, clips/s and roofline per compute dtype."""
+    from ifc_jax.tools.output import format_table
+    from ifc_jax.tools.roofline import format_peak
+
+    device = result["device"]
+    rows = []
+    for run in result["runs"]:
+        line = run["roofline"]
+        rows.append([run["dtype"], run["attention"], f"{run['compile_seconds']:.1f}",
+                     f"{1000 * run['median_step_seconds']:.1f}",
+                     f"{1000 * run['mean_step_seconds']:.1f}", f"{run['clips_per_s']:.2f}",
+                     f"{run['frames_per_s']:.1f}", f"{line['gflops_per_clip']:.3g}",
+                     f"{line['tflop_per_s']:.2f}", f"{run['peak']['tflop_per_s']:.2f}",
+                     f"{100 * line['fraction_of_peak']:.1f}"])
+    return "\n".join(
+        [f"train step: {result['batch_size']} clips x {result['num_frames']} frames at "
+         f"{result['height']}x{result['width']}, {result['max_instances']} GT slots, "
+         f"{result['matcher']} matcher, {result['config']}, random weights, "
+         f"{device['platform']} ({device['kind']}) x{device['count']}",
+         format_table(["dtype", "attention", "compile s", "median ms", "mean ms", "clips/s",
+                       "frames/s", "GFLOP/clip", "TFLOP/s", "peak TFLOP/s", "% of peak"],
+                      rows)]
+        + [f"{run['dtype']}: " + format_peak(run["peak"]) for run in result["runs"]])

@@ -1,0 +1,71 @@
+"""`benchmark --what train`: the train-step harness on CPU at tiny sizes, its synthetic batch and
+its flag errors."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from ifc_jax import cli
+from ifc_jax.tools.benchmark_train import synthetic_batch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One encoder block and one decoder layer: the harness is under test, not the model; this
+# keeps the compile short. 8 clips: the tests run on 8 virtual CPU devices.
+SMALL = ["--batch-size", "8", "--config.model.enc_layers=1", "--config.model.dec_layers=1"]
+
+
+def test_train_benchmark_json(capsys):
+    code = cli.main(["benchmark", "--what", "train", "--json", "--batches", "2", "--warmup",
+                     "1", "--peak-size", "128", *SMALL])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)  # exactly one JSON object on stdout
+    assert result["what"] == "train" and result["config"] == "configs/tiny.py"
+    assert (result["batch_size"], result["num_frames"], result["height"], result["width"],
+            result["max_instances"], result["matcher"]) == (8, 3, 64, 96, 4, "host")
+    assert result["device"]["count"] == 8
+    (run,) = result["runs"]
+    assert run["dtype"] == "float32" and run["attention"] == "xla"
+    assert (run["warmup_steps"], run["steps"], len(run["step_seconds"])) == (1, 2, 2)
+    assert run["compile_seconds"] > 0 and all(s > 0 for s in run["step_seconds"])
+    assert run["median_step_seconds"] > 0 and run["mean_step_seconds"] > 0
+    assert math.isclose(run["clips_per_s"], 8 / run["median_step_seconds"])
+    assert math.isclose(run["frames_per_s"], 3 * run["clips_per_s"])
+    assert math.isfinite(run["loss"]) and run["loss"] > 0
+    line = run["roofline"]
+    assert math.isclose(line["gflops_per_step"], 8 * line["gflops_per_clip"])
+    # Forward + backward (+ matching costs): about three forward passes.
+    assert 2 < line["gflops_per_clip"] / line["forward_gflops_per_clip"] < 4
+    assert line["tflop_per_s"] > 0 and 0 < line["fraction_of_peak"] <= 1
+    assert run["peak"]["flop_per_s"] > 0 and run["peak"]["dtype"] == "float32"
+
+
+def test_synthetic_batch_has_its_own_masks():
+    batch = synthetic_batch(3, 2, 48, 64, max_instances=4, num_classes=4, seed=1)
+    assert batch["frames"].shape == (3, 2, 48, 64, 3) and batch["frames"].dtype == np.uint8
+    assert batch["masks"].shape == (3, 4, 2, 48, 64) and batch["labels"].dtype == np.int32
+    valid = batch["instance_valid"]
+    assert valid.any(axis=1).all() and not valid.all(axis=1).any()  # some slots invalid
+    assert not batch["masks"][~valid].any() and (batch["labels"][~valid] == 0).all()
+    assert (batch["labels"] < 4).all()
+    assert batch["padding_mask"][1].any() and not batch["padding_mask"][0].any()
+    assert not batch["masks"][1][..., batch["padding_mask"][1]].any()  # no mask in padding
+    # Each valid object is visible, and its pixels carry its colour (shapes on a texture).
+    for clip, slot in zip(*np.nonzero(valid), strict=True):
+        assert batch["masks"][clip, slot].sum() > 0
+    assert not (batch["masks"].sum(axis=1) > 1).any()  # visible masks never overlap
+    assert batch["frames"].std() > 10
+
+
+def test_bad_flags_give_one_error_line():
+    for flags in (["--dtypes", "float16"], ["--config.train.matcher=magic"],
+                  ["--attention", "flash"], ["--batches", "0"]):
+        proc = subprocess.run([sys.executable, "main.py", "benchmark", "--what", "train",
+                               *flags], cwd=REPO, capture_output=True, text=True, timeout=300)
+        errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+        assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+        assert proc.stdout == ""
