@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ifc_jax import cli
 
 TINY = ["--config.model.hidden_dim=32", "--config.model.num_heads=2",
@@ -23,6 +25,12 @@ def test_encoder_benchmark_json_and_plot(capsys, tmp_path):
             if row["variant"] == "full_thw"}
     assert full[4] > 4 * full[1]
     assert set(result["ratios"]["ifc_over_no_comm"]) == {"1", "4"}  # JSON object keys
+    # Per-frame growth is the per-frame time at T=4 over that at T=1, from the rows.
+    ms = {(row["variant"], row["frames"]): row["milliseconds"] for row in result["rows"]}
+    growth = result["ratios"]["per_frame_growth"]
+    assert abs(growth["ifc"] - (ms[("ifc", 4)] / 4) / ms[("ifc", 1)]) < 1e-9
+    assert all(row["milliseconds_per_frame"] * row["frames"]
+               == pytest.approx(row["milliseconds"], rel=1e-12) for row in result["rows"])
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 

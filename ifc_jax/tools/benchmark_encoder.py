@@ -65,6 +65,7 @@ def benchmark_encoders(height: int = 360, width: int = 640,
                                    dim_feedforward)
             rows.append({"variant": variant, "frames": num_frames,
                          "milliseconds": 1000 * seconds,
+                         "milliseconds_per_frame": 1000 * seconds / num_frames,
                          "gflops": sum(counts.values()) / 1e9})
             log.info("encoder %s T=%d: %.2f ms", variant, num_frames, 1000 * seconds)
     by_key = {(row["variant"], row["frames"]): row["milliseconds"] for row in rows}
@@ -72,6 +73,13 @@ def benchmark_encoders(height: int = 360, width: int = 640,
     if "ifc" in variants and "no_comm" in variants:
         ratios["ifc_over_no_comm"] = {t: by_key[("ifc", t)] / by_key[("no_comm", t)]
                                       for t in frames}
+    # Per-frame time at the longest clip over that at the shortest: 1 for a cost linear in T,
+    # above 1 when it grows faster (full space-time attention is quadratic in T).
+    if len(frames) > 1:
+        shortest, longest = min(frames), max(frames)
+        ratios["per_frame_growth"] = {
+            variant: (by_key[(variant, longest)] / longest)
+            / (by_key[(variant, shortest)] / shortest) for variant in variants}
     return {
         "device": jax.devices()[0].device_kind,
         "platform": jax.devices()[0].platform,
@@ -151,4 +159,8 @@ def format_result(result: dict) -> str:
              format_table(header, rows)]
     for t, ratio in result["ratios"].get("ifc_over_no_comm", {}).items():
         lines.append(f"IFC / No Comm at T={t}: {ratio:.2f}x")
+    growth = result["ratios"].get("per_frame_growth", {})
+    if growth:
+        lines.append(f"time per frame at T={frames[-1]} over T={frames[0]} (1 = linear in T): "
+                     + ", ".join(f"{variant} {value:.2f}x" for variant, value in growth.items()))
     return "\n".join(lines)
