@@ -239,11 +239,7 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
         "repeats": repeats,
         "kept_queries": kept_queries,
         "runs": runs,
-        "model": {"backbone_depth": int(config.model.backbone.depth),
-                  "hidden_dim": int(config.model.hidden_dim),
-                  "num_queries": int(config.model.num_queries),
-                  "num_classes": int(config.model.num_classes),
-                  "communication": str(config.model.communication)},
+        "model": roofline.model_info(config.model),
         "device": roofline.device_info(),
     }
 

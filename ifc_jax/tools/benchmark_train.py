@@ -170,11 +170,7 @@ def benchmark_train(config: Any, *, steps: int, warmup: int, batch_size: int = 0
         "max_instances": int(data.max_instances),
         "matcher": str(config.train.matcher),
         "runs": runs,
-        "model": {"backbone_depth": int(config.model.backbone.depth),
-                  "hidden_dim": int(config.model.hidden_dim),
-                  "num_queries": int(config.model.num_queries),
-                  "num_classes": int(config.model.num_classes),
-                  "communication": str(config.model.communication)},
+        "model": roofline.model_info(config.model),
         "device": roofline.device_info(),
     }
 

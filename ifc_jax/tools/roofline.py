@@ -50,6 +50,15 @@ def check_dtypes(dtypes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(dtypes))
 
 
+def model_info(model_config: Any) -> dict[str, Any]:
+    """The model facts a benchmark result records beside its figures."""
+    return {"backbone_depth": int(model_config.backbone.depth),
+            "hidden_dim": int(model_config.hidden_dim),
+            "num_queries": int(model_config.num_queries),
+            "num_classes": int(model_config.num_classes),
+            "communication": str(model_config.communication)}
+
+
 def device_info() -> dict[str, Any]:
     """The default device as the benchmarks report it (memory peak where the backend has it)."""
     device = jax.devices()[0]
