@@ -3,7 +3,7 @@
   python main.py demo                                   # workdir: workdirs/demo
   python main.py demo --workdir workdirs/demo_nocomm --config.model.communication=no_comm
 
-Needs no download and no GPU (about 10 minutes on a 2-core CPU). Re-running resumes training
+Needs no download and no GPU (about 13 minutes on a 2-core CPU). Re-running resumes training
 or reuses a finished run, then evaluates and renders again.
 """
 
