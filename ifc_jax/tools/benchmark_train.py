@@ -1,7 +1,7 @@
 """Train-step speed (clips/s) at a config's training shapes, with its roofline.
 
 The model, optimiser, state and jitted step are built exactly as `train/loop.py` builds them
-(`IFC.from_config`, `build_optimizer`, `initial_state`, `make_train_step` with the config's
+(`IFC.from_config`, `build_optimizer`, `initial_state`, `build_train_step` with the config's
 `train.matcher`, on a mesh of all local devices, the batch sharded over it by
 `make_global_batch`). The batch is synthetic but image-like: `train.batch_size` (or
 --batch-size) clips of `data.num_frames` frames padded to `data.pad_height x data.pad_width`,
@@ -78,12 +78,13 @@ def _time_dtype(config: Any, dtype: str, steps: int, warmup: int, peak_size: int
     import jax
 
     from ifc_jax.data.global_batch import make_global_batch
+    from ifc_jax.models.attention import select_implementation
     from ifc_jax.models.ifc import IFC
     from ifc_jax.tools import roofline
     from ifc_jax.tools.benchmark_inference import with_dtype
-    from ifc_jax.train.loop import initial_state, make_mesh
+    from ifc_jax.train.loop import build_train_step, initial_state, make_mesh
     from ifc_jax.train.optim import build_optimizer
-    from ifc_jax.train.step import make_train_step, select_model_inputs
+    from ifc_jax.train.step import select_model_inputs
 
     config = with_dtype(config, dtype)
     data, train = config.data, config.train
@@ -91,8 +92,7 @@ def _time_dtype(config: Any, dtype: str, steps: int, warmup: int, peak_size: int
     model = IFC.from_config(config.model)
     optimizer, schedule = build_optimizer(train, config.model.backbone.freeze_at)
     state = initial_state(config, model, optimizer, mesh)
-    base_rng = jax.random.fold_in(jax.random.key(train.seed), 1)
-    train_step = make_train_step(model, optimizer, schedule, base_rng, mesh, train.matcher)
+    train_step = build_train_step(config, model, optimizer, schedule, mesh)
     local = synthetic_batch(train.batch_size // jax.process_count(), data.num_frames,
                             data.pad_height, data.pad_width, data.max_instances,
                             config.model.num_classes, seed)
@@ -101,7 +101,7 @@ def _time_dtype(config: Any, dtype: str, steps: int, warmup: int, peak_size: int
     # FLOPs before the first step donates the state. The host matcher is traced for the count
     # (the device solver's while loop has no static trip count; neither solver is counted).
     counted_step = (train_step if train.matcher == "host" else
-                    make_train_step(model, optimizer, schedule, base_rng, mesh, "host"))
+                    build_train_step(config, model, optimizer, schedule, mesh, "host"))
     step_counts = roofline.train_step_counts(counted_step, state, batch)
     forward_counts = _forward_counts(model, state, batch)
 
@@ -122,8 +122,6 @@ def _time_dtype(config: Any, dtype: str, steps: int, warmup: int, peak_size: int
     step_flops = roofline.matrix_flops(step_counts)
     peak = roofline.measure_matmul_peak(dtype, peak_size)
     head_dim = int(config.model.hidden_dim) // int(config.model.num_heads)
-    from ifc_jax.models.attention import select_implementation
-
     return {
         "dtype": dtype,
         "attention": select_implementation(model.dtype, head_dim),

@@ -144,6 +144,15 @@ def initial_state(config: Any, model: IFC, optimizer, mesh: Mesh) -> dict[str, A
     return init_fn(jax.random.key(config.train.seed))
 
 
+def build_train_step(config: Any, model: IFC, optimizer, schedule, mesh: Mesh,
+                     matcher: str | None = None):
+    """The jitted train step of `config` (dropout rng from train.seed; matcher defaults to
+    config.train.matcher), as the loop runs it."""
+    base_rng = jax.random.fold_in(jax.random.key(config.train.seed), 1)
+    return make_train_step(model, optimizer, schedule, base_rng, mesh,
+                           matcher or config.train.matcher)
+
+
 def train(config: Any, workdir: str) -> list[dict[str, float]]:
     """Trains `config` in `workdir`; returns the logged metrics (one dict per log step)."""
     setup_distributed(config.distributed)
@@ -190,8 +199,7 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
         checkpoints.close()
         return []
 
-    base_rng = jax.random.fold_in(jax.random.key(train_cfg.seed), 1)
-    train_step = make_train_step(model, optimizer, schedule, base_rng, mesh, train_cfg.matcher)
+    train_step = build_train_step(config, model, optimizer, schedule, mesh)
     batches = train_batches(config, start_batch=start_step, dataset=dataset)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     interactive = sys.stderr.isatty() and jax.process_index() == 0
