@@ -55,6 +55,25 @@ def window_bounds(num_frames: int, window_frames: int, window_stride: int
         start += window_stride
 
 
+def pad_chunk(frames: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs of one `encode_frames` call from F <= chunk frames (F, H, W, 3) uint8.
+
+    Returns pixels (chunk, H, W, 3), the frames followed by blank filler frames, and padding
+    (chunk, H, W) bool, True on every pixel of the filler frames (so one compiled shape serves
+    a video's last, shorter chunk).
+    """
+    count = len(frames)
+    if count > chunk:
+        raise ValueError(f"{count} frames do not fit a chunk of {chunk}")
+    padding = np.zeros((chunk, *frames.shape[1:3]), bool)
+    if count == chunk:
+        return frames, padding
+    pixels = np.zeros((chunk, *frames.shape[1:]), np.uint8)
+    pixels[:count] = frames
+    padding[count:] = True
+    return pixels, padding
+
+
 @dataclass
 class VideoPrediction:
     """Tracks of one video: (K+1,) mean class probabilities and per-frame RLEs, in order."""
@@ -106,16 +125,14 @@ class VideoPredictor:
             buffer[count] = frame
             count += 1
             if count == chunk:
-                yield count, self._encode_chunk(buffer, count)
+                yield count, self._encode_chunk(buffer)
                 count = 0
         if count:
-            buffer[count:] = 0
-            yield count, self._encode_chunk(buffer, count)
+            yield count, self._encode_chunk(buffer[:count])
 
-    def _encode_chunk(self, frames: np.ndarray, count: int) -> dict[str, jax.Array]:
-        padding = np.zeros(frames.shape[:3], bool)
-        padding[count:] = True  # chunk filler frames: blank and fully padded
-        return self.encode_frames(self.variables, frames, padding)
+    def _encode_chunk(self, frames: np.ndarray) -> dict[str, jax.Array]:
+        """Features of up to window_frames frames, padded in time by `pad_chunk`."""
+        return self.encode_frames(self.variables, *pad_chunk(frames, self.window_frames))
 
     def predict(self, frames: Iterable[np.ndarray], num_frames: int,
                 resized_size: tuple[int, int], output_size: tuple[int, int]) -> VideoPrediction:
@@ -193,8 +210,7 @@ class VideoPredictor:
         length = end - start
         missing = self.window_frames - length
         if missing:  # only for videos shorter than a window
-            blank = self._encode_chunk(
-                np.zeros((self.window_frames, *frame_size, 3), np.uint8), 0)
+            blank = self._encode_chunk(np.zeros((0, *frame_size, 3), np.uint8))
             for name, value in blank.items():
                 pieces[name].append(value[:missing])
         window = {name: jnp.concatenate(parts) for name, parts in pieces.items()}

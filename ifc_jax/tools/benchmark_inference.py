@@ -80,18 +80,15 @@ def _model_only(predictor: Any, frames: np.ndarray, repeats: int) -> dict[str, f
     """Frames/s of the predictor's device programs alone on a video already on the device."""
     import jax
 
-    from ifc_jax.inference.predictor import window_bounds
+    from ifc_jax.inference.predictor import pad_chunk, window_bounds
 
     num_frames, height, width = frames.shape[:3]
     chunk = predictor.window_frames
     chunks = []
     for first in range(0, num_frames, chunk):
-        count = min(chunk, num_frames - first)
-        pixels = np.zeros((chunk, height, width, 3), np.uint8)
-        pixels[:count] = frames[first:first + count]
-        padding = np.zeros((chunk, height, width), bool)
-        padding[count:] = True
-        chunks.append((first, count, jax.device_put(pixels), jax.device_put(padding)))
+        pixels, padding = pad_chunk(frames[first:first + chunk], chunk)
+        chunks.append((first, min(chunk, num_frames - first), jax.device_put(pixels),
+                       jax.device_put(padding)))
     bounds = window_bounds(num_frames, predictor.window_frames, predictor.window_stride)
 
     def run_once() -> float:
@@ -119,13 +116,11 @@ def limit_kept_queries(predictor: Any, frames: np.ndarray, kept: int) -> Any:
     trained model (a handful), which inflates the tracking and RLE work; later windows of the
     slowly changing synthetic video keep about as many as the first.
     """
+    from ifc_jax.inference.predictor import pad_chunk
+
     window = predictor.window_frames
     count = min(window, len(frames))
-    pixels = np.zeros((window, *frames.shape[1:]), np.uint8)
-    pixels[:count] = frames[:count]
-    padding = np.zeros(pixels.shape[:3], bool)
-    padding[count:] = True
-    features = predictor.encode_frames(predictor.variables, pixels, padding)
+    features = predictor.encode_frames(predictor.variables, *pad_chunk(frames[:count], window))
     probs, _ = predictor.run_window(predictor.variables, features, np.arange(window) < count)
     log_probs = np.log(np.maximum(np.asarray(probs, np.float64), 1e-30))
     margins = np.sort(log_probs[:, :-1].max(axis=1) - log_probs[:, -1])[::-1]
