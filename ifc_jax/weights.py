@@ -55,6 +55,28 @@ def load_params(path: str) -> Any:
     return load_variables(path)["params"]
 
 
+def path_name(path: Sequence[Any]) -> str:
+    """A pytree key path as 'params/backbone/stem_conv1/conv/kernel'."""
+    return "/".join(str(getattr(entry, "key", entry)) for entry in path)
+
+
+def flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """`path_name` -> shape of every leaf of `tree` (arrays or ShapeDtypeStructs)."""
+    return {path_name(path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def model_variable_shapes(model: Any) -> dict[str, tuple[int, ...]]:
+    """'params/...' and 'batch_stats/...' -> shape of an IFC's variables, computing nothing.
+
+    Variable shapes do not depend on the input size, so a 1-frame 64x64 clip stands in.
+    """
+    variables = jax.eval_shape(model.init, jax.random.key(0),
+                               jax.ShapeDtypeStruct((1, 1, 64, 64, 3), "uint8"),
+                               jax.ShapeDtypeStruct((1, 1, 64, 64), "bool"))
+    return flat_shapes(variables)
+
+
 def merge_params(target: Any, source: Any, exclude_prefixes: Sequence[str] = ()
                  ) -> tuple[Any, list[str], list[str]]:
     """Copies `source` leaves into `target` where the paths and shapes match.
@@ -68,7 +90,7 @@ def merge_params(target: Any, source: Any, exclude_prefixes: Sequence[str] = ()
 
     def pick(path, leaf):
         name = jax.tree_util.keystr(path)
-        plain = "/".join(str(getattr(entry, "key", entry)) for entry in path)
+        plain = path_name(path)
         if plain.startswith(tuple(exclude_prefixes)) or name not in source_flat:
             kept.append(plain)
             return leaf

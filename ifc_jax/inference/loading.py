@@ -19,24 +19,18 @@ def load_trained_model(config: Any, weights_path: str) -> tuple[IFC, dict[str, A
     variables are placed on the default device; parameter shapes are checked against the
     config's model so a config/checkpoint mismatch fails with the offending names.
     """
-    from ifc_jax.weights import load_variables
+    from ifc_jax.weights import flat_shapes, load_variables, model_variable_shapes
 
     validate_model_config(config.model)
     if not os.path.exists(weights_path):
         raise UserError(f"{weights_path}: no such workdir or checkpoint")
     model = IFC.from_config(config.model)
     variables = load_variables(weights_path)
-    expected = jax.eval_shape(
-        model.init, jax.random.key(0),
-        jax.ShapeDtypeStruct((1, 1, 64, 64, 3), "uint8"), jax.ShapeDtypeStruct((1, 1, 64, 64),
-                                                                               "bool"))
-    expected_shapes = {jax.tree_util.keystr(path): leaf.shape for path, leaf in
-                       jax.tree_util.tree_flatten_with_path(expected)[0]}
-    found_shapes = {jax.tree_util.keystr(path): leaf.shape for path, leaf in
-                    jax.tree_util.tree_flatten_with_path(variables)[0]}
+    expected_shapes = model_variable_shapes(model)
+    found_shapes = flat_shapes(variables)
     missing = sorted(set(expected_shapes) - set(found_shapes))
     wrong = sorted(name for name in set(expected_shapes) & set(found_shapes)
-                   if tuple(expected_shapes[name]) != tuple(found_shapes[name]))
+                   if expected_shapes[name] != found_shapes[name])
     if missing or wrong:
         details = "; ".join(
             [f"missing {name}" for name in missing[:5]]

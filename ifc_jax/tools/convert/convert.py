@@ -55,18 +55,12 @@ class Conversion:
 
 def expected_variables(model_config: Any) -> dict[str, tuple[int, ...]]:
     """'params/...' and 'batch_stats/...' path -> shape, for the config's IFC (no compute)."""
-    import jax
-
     from ifc_jax.models.ifc import IFC
     from ifc_jax.validation import validate_model_config
+    from ifc_jax.weights import model_variable_shapes
 
     validate_model_config(model_config)
-    model = IFC.from_config(model_config)
-    shapes = jax.eval_shape(model.init, jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, 1, 64, 64, 3), "uint8"),
-                            jax.ShapeDtypeStruct((1, 1, 64, 64), "bool"))
-    return {"/".join(str(getattr(entry, "key", entry)) for entry in path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+    return model_variable_shapes(IFC.from_config(model_config))
 
 
 def _state_dict(obj: Any, path: str) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
