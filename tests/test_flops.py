@@ -62,3 +62,19 @@ def test_primitive_rules():
     assert counts["matmul"] == 3 * 4 * 5 * 6
     assert counts["conv"] == (2 * 4 * 4 * 7) * (3 * 3 * 3)
     assert set(counts) == {"matmul", "conv"}  # exp and add are free
+
+
+def test_depthwise_conv_counted_as_the_grouped_convolution_it_computes():
+    from ifc_jax.models.layers import depthwise_conv
+
+    def grouped(img, kernel, bias):
+        return jax.lax.conv_general_dilated(img, kernel, (1, 1), ((2, 2), (2, 2)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=8) + bias
+
+    shapes = (jax.ShapeDtypeStruct((2, 6, 7, 8), jnp.float32),
+              jax.ShapeDtypeStruct((5, 5, 1, 8), jnp.float32),
+              jax.ShapeDtypeStruct((8,), jnp.float32))
+    ours = count_flops(depthwise_conv, *shapes)
+    assert ours == count_flops(grouped, *shapes)
+    assert ours["conv"] == (2 * 6 * 7 * 8) * 25

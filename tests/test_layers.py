@@ -147,3 +147,42 @@ def test_mlp_uses_pytorch_default_init():
         assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.9 * bound
     second_bound = 1 / np.sqrt(64)
     assert np.abs(params["layers_1"]["dense"]["kernel"]).max() <= second_bound
+
+
+@pytest.mark.parametrize("dtype,atol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_depthwise_conv_and_its_gradients_match_numpy(dtype, atol):
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 7, 9, 6)
+    kernel = rng.randn(5, 5, 1, 6)
+    bias = rng.randn(6)
+    upstream = rng.randn(2, 7, 9, 6)  # d(loss)/d(output)
+
+    def loss(x, kernel, bias):
+        out = layers.depthwise_conv(x.astype(dtype), kernel.astype(dtype), bias.astype(dtype))
+        assert out.dtype == dtype
+        return jnp.sum(out.astype(jnp.float32) * upstream)
+
+    out = layers.depthwise_conv(*(jnp.asarray(a, dtype) for a in (x, kernel, bias)))
+    np.testing.assert_allclose(np.asarray(out, np.float64),
+                               ref.conv2d(x, kernel, pad=2, bias=bias, groups=6),
+                               atol=atol * 10, rtol=atol)
+    grads = jax.grad(loss, argnums=(0, 1, 2))(*(jnp.asarray(a, jnp.float32)
+                                                for a in (x, kernel, bias)))
+    # d/dx: the upstream gradient correlated with the flipped kernel; d/dkernel: each tap's
+    # shifted input times the upstream gradient, summed over batch and positions.
+    grad_x = ref.conv2d(upstream, kernel[::-1, ::-1], pad=2, groups=6)
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    grad_kernel = np.array([[[np.sum(padded[:, i:i + 7, j:j + 9] * upstream, axis=(0, 1, 2))]
+                             for j in range(5)] for i in range(5)])
+    for ours, expected in zip(grads, (grad_x, grad_kernel, upstream.sum((0, 1, 2))),
+                              strict=True):
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(np.asarray(ours, np.float64) / scale, expected / scale,
+                                   atol=atol)
+
+
+def test_depthwise_conv_rejects_a_kernel_that_does_not_fit():
+    with pytest.raises(ValueError, match="does not fit"):
+        layers.depthwise_conv(jnp.zeros((1, 4, 4, 3)), jnp.zeros((4, 4, 1, 3)), jnp.zeros(3))
+    with pytest.raises(ValueError, match="does not fit"):
+        layers.depthwise_conv(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 1, 5)), jnp.zeros(5))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifc_jax.models.resnet import Bottleneck, FrozenBatchNorm, ResNet
+from ifc_jax.models.resnet import Bottleneck, FrozenBatchNorm, ResNet, max_pool_3x3_stride2
 from tests import numpy_reference as ref
 
 
@@ -113,3 +113,32 @@ def test_resnet_parameter_counts_match_torchvision_trunks():
     # torchvision resnet50 / resnet101 minus the 2,049,000-parameter fc layer.
     assert _param_count(50) == 25_557_032 - 2_049_000
     assert _param_count(101) == 44_549_160 - 2_049_000
+
+
+@pytest.mark.parametrize("height,width", [(8, 10), (7, 9), (1, 2)])
+def test_stem_max_pool_matches_numpy_and_routes_the_gradient_to_the_maximum(height, width):
+    rng = np.random.RandomState(height)
+    x = rng.randn(2, height, width, 3)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    out_h, out_w = -(-height // 2), -(-width // 2)
+    expected = np.full((2, out_h, out_w, 3), -np.inf)
+    for i in range(out_h):
+        for j in range(out_w):
+            window = padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+            expected[:, i, j] = window.max(axis=(1, 2))
+    ours = max_pool_3x3_stride2(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-6)
+    # Random inputs have no ties: each output's gradient lands on its window's maximum,
+    # summed where windows overlap.
+    upstream = rng.randn(*expected.shape)
+    grad = jax.grad(lambda v: jnp.sum(max_pool_3x3_stride2(v) * upstream))(
+        jnp.asarray(x, jnp.float32))
+    expected_grad = np.zeros_like(x)
+    for n in range(2):
+        for c in range(3):
+            for i in range(out_h):
+                for j in range(out_w):
+                    window = padded[n, 2 * i:2 * i + 3, 2 * j:2 * j + 3, c]
+                    di, dj = np.unravel_index(np.argmax(window), (3, 3))
+                    expected_grad[n, 2 * i + di - 1, 2 * j + dj - 1, c] += upstream[n, i, j, c]
+    np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=1e-5, atol=1e-6)

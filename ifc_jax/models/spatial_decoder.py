@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifc_jax.models.layers import GroupNorm, kaiming_uniform_a1
+from ifc_jax.models.layers import DepthwiseConv, GroupNorm, kaiming_uniform_a1
 
 Array = jax.Array
 
@@ -41,13 +41,12 @@ class SpatialDecoder(nn.Module):
     num_groups: int = 32
     dtype: jnp.dtype = jnp.float32
 
-    def conv(self, kernel: int, name: str, groups: int = 1) -> nn.Conv:
+    def conv(self, kernel: int, name: str) -> nn.Conv:
         pad = (kernel - 1) // 2
         return nn.Conv(
             self.hidden_dim,
             (kernel, kernel),
             padding=((pad, pad), (pad, pad)),
-            feature_group_count=groups,
             dtype=self.dtype,
             kernel_init=kaiming_uniform_a1,
             bias_init=nn.initializers.zeros,
@@ -65,5 +64,5 @@ class SpatialDecoder(nn.Module):
         x = GroupNorm(self.num_groups, name="gn2")(self.conv(3, "lay2")(x))
         x = self.conv(1, "adapter2")(res3) + legacy_nearest_resize(x, *res3.shape[1:3])
         x = nn.relu(GroupNorm(self.num_groups, name="gn3")(self.conv(3, "lay3")(x)))
-        x = nn.relu(self.conv(5, "out_depthwise", groups=self.hidden_dim)(x))
+        x = nn.relu(DepthwiseConv(5, dtype=self.dtype, name="out_depthwise")(x))
         return nn.relu(self.conv(1, "out_pointwise")(x))

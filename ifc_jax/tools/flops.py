@@ -4,7 +4,8 @@ The convention is fvcore's, which the IFC paper used:
 * 1 FLOP = 1 multiply-add. Matrix products (`dot_general`: linear layers, QK^T, AV, einsums)
   count batch x M x N x K; convolutions count out_elements x kernel_area x in_channels/groups.
 * LayerNorm and GroupNorm (with affine) count 5 per input element. They are recognised as the
-  named `jit` calls of `ifc_jax.models.layers`.
+  named `jit` calls of `ifc_jax.models.layers`, like its `depthwise_conv` (shifted
+  multiply-adds, counted as the grouped convolution it computes: kernel area per output).
 * Everything else (bias adds, softmax, activations, residual adds, scaling, dropout) is free.
 
 The count is taken from `jax.make_jaxpr` on abstract shapes: nothing is computed or allocated,
@@ -60,6 +61,9 @@ def _eqn_flops(eqn: jax_core.JaxprEqn, counts: Counter, multiplier: int) -> None
         counts["matmul"] += multiplier * _dot_general_macs(eqn)
     elif name == "conv_general_dilated":
         counts["conv"] += multiplier * _conv_macs(eqn)
+    elif name in ("jit", "pjit") and eqn.params.get("name") == "depthwise_conv":
+        kernel = eqn.invars[1].aval.shape  # (k, k, 1, C)
+        counts["conv"] += multiplier * math.prod(eqn.outvars[0].aval.shape) * math.prod(kernel[:3])
     elif name in ("jit", "pjit") and eqn.params.get("name") in NORM_FLOPS_PER_ELEMENT:
         norm = eqn.params["name"]
         elements = math.prod(eqn.invars[0].aval.shape)

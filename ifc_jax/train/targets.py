@@ -23,6 +23,14 @@ def resize_last_two(x: Array, height: int, width: int) -> Array:
 def stride4_targets(masks: Array) -> Array:
     """(..., H, W) binary masks -> (..., ceil(H/4), ceil(W/4)) float32 soft targets."""
     height, width = masks.shape[-2:]
+    if height % 4 == 0 and width % 4 == 0:
+        # Exactly /4, output pixel i samples input coordinate 4i + 1.5: the mean of rows
+        # 4i+1, 4i+2 and columns 4j+1, 4j+2, never clamped. The same numbers as the resize
+        # below, computed with a reshape and one small sum: jax.image.resize's transposes of
+        # the full-resolution masks took ~40 ms of the toy demo's 370 ms CPU train step.
+        blocks = masks.reshape(*masks.shape[:-2], height // 4, 4, width // 4, 4)
+        inner = blocks[..., 1:3, :, 1:3].astype(jnp.float32)
+        return jnp.sum(inner, axis=(-3, -1)) * 0.25
     return resize_last_two(masks.astype(jnp.float32), -(-height // 4), -(-width // 4))
 
 
