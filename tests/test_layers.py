@@ -186,3 +186,19 @@ def test_depthwise_conv_rejects_a_kernel_that_does_not_fit():
         layers.depthwise_conv(jnp.zeros((1, 4, 4, 3)), jnp.zeros((4, 4, 1, 3)), jnp.zeros(3))
     with pytest.raises(ValueError, match="does not fit"):
         layers.depthwise_conv(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 1, 5)), jnp.zeros(5))
+
+
+@pytest.mark.parametrize("strides,use_bias", [(1, True), (2, False)])
+def test_pointwise_conv_is_a_1x1_conv(strides, use_bias):
+    rng = np.random.RandomState(1)
+    x = rng.randn(2, 5, 7, 3)
+    module = layers.PointwiseConv(4, strides=strides, use_bias=use_bias)
+    variables = module.init(jax.random.key(0), jnp.asarray(x, jnp.float32))
+    params = variables["params"]
+    assert params["kernel"].shape == (1, 1, 3, 4)  # nn.Conv's layout: checkpoints fit both
+    assert ("bias" in params) == use_bias
+    out = module.apply(variables, jnp.asarray(x, jnp.float32))
+    expected = ref.conv2d(x, np.asarray(params["kernel"], np.float64), stride=strides,
+                          bias=np.asarray(params["bias"]) if use_bias else None)
+    assert out.shape == expected.shape == (2, -(-5 // strides), -(-7 // strides), 4)
+    np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5)

@@ -16,7 +16,12 @@ import jax.numpy as jnp
 from ifc_jax.models.decoder import TransformerDecoder
 from ifc_jax.models.encoder import COMMUNICATION_VARIANTS, build_encoder
 from ifc_jax.models.heads import dynamic_mask_logits
-from ifc_jax.models.layers import MLP, torch_default_bias_init, torch_default_kernel_init
+from ifc_jax.models.layers import (
+    MLP,
+    PointwiseConv,
+    torch_default_bias_init,
+    torch_default_kernel_init,
+)
 from ifc_jax.models.position import sine_position_encoding
 from ifc_jax.models.resnet import ResNet, resnet_output_channels
 from ifc_jax.models.spatial_decoder import SpatialDecoder
@@ -117,9 +122,8 @@ class IFC(nn.Module):
             dtype=self.dtype,
         )
         res5_channels = resnet_output_channels(self.backbone_width)["res5"]
-        self.input_proj = nn.Conv(
+        self.input_proj = PointwiseConv(
             self.hidden_dim,
-            (1, 1),
             dtype=self.dtype,
             kernel_init=torch_default_kernel_init,
             bias_init=torch_default_bias_init(res5_channels),

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ifc_jax.models.layers import PointwiseConv
+
 Array = jax.Array
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -78,6 +80,10 @@ class ConvNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        if self.kernel_size == 1:
+            x = PointwiseConv(self.features, self.stride, use_bias=False, dtype=self.dtype,
+                              kernel_init=msra_conv_init, name="conv")(x)
+            return FrozenBatchNorm(dtype=self.dtype, name="norm")(x)
         pad = (self.kernel_size - 1) // 2
         x = nn.Conv(
             self.features,

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifc_jax.models.layers import DepthwiseConv, GroupNorm, kaiming_uniform_a1
+from ifc_jax.models.layers import DepthwiseConv, GroupNorm, PointwiseConv, kaiming_uniform_a1
 
 Array = jax.Array
 
@@ -41,7 +41,9 @@ class SpatialDecoder(nn.Module):
     num_groups: int = 32
     dtype: jnp.dtype = jnp.float32
 
-    def conv(self, kernel: int, name: str) -> nn.Conv:
+    def conv(self, kernel: int, name: str) -> nn.Module:
+        if kernel == 1:
+            return PointwiseConv(self.hidden_dim, dtype=self.dtype, name=name)
         pad = (kernel - 1) // 2
         return nn.Conv(
             self.hidden_dim,
