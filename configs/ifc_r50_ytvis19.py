@@ -92,6 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.weight_decay = 1e-4
     config.train.grad_clip_norm = 0.01
     config.train.seed = 0
+    config.train.no_object_weight = 0.1  # class weight of "no object" in the CE loss (eos_coef)
     config.train.matcher = "host"  # host (scipy, one callback per device) | device (optax)
     config.train.log_every = 20  # steps between log lines / TensorBoard scalars
     config.train.checkpoint_every = 500  # steps between checkpoints
@@ -117,6 +118,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Leave out tracks whose masks are empty in every frame (they can only be false
     # positives). The original writes them; False keeps its results files entry for entry.
     config.inference.drop_empty_tracks = False
+    # Also leave out tracks covering fewer mask pixels than this over the whole video (0: off).
+    config.inference.min_track_pixels = 0
 
     # Input size used by `summary` for per-frame GFLOPs.
     config.summary = ml_collections.ConfigDict()

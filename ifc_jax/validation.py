@@ -79,6 +79,9 @@ def validate_train_config(config: Any, device_count: int, process_count: int) ->
     warmup = train.get("warmup_steps", 0)
     _require_train(isinstance(warmup, int) and warmup >= 0, "train.warmup_steps",
                    f"must be an integer >= 0, got {warmup!r}")
+    no_object = train.get("no_object_weight", 0.1)
+    _require_train(isinstance(no_object, int | float) and 0 < no_object <= 1,
+                   "train.no_object_weight", f"must be in (0, 1], got {no_object!r}")
     _require_train(train.matcher in ("host", "device"), "train.matcher",
                    f"must be 'host' or 'device', got {train.matcher!r}")
     _require_train(train.checkpoint_every >= 1, "train.checkpoint_every",

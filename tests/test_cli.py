@@ -112,3 +112,13 @@ def test_main_py_entry_point_runs_as_a_script():
     help_proc = subprocess.run([sys.executable, "main.py", "--help"], cwd=REPO,
                                capture_output=True, text=True, timeout=300)
     assert help_proc.returncode == 0 and "flops" in help_proc.stdout
+
+
+def test_bad_no_object_weight_is_refused_before_training(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "train", "--config", "configs/tiny.py", "--workdir",
+                             str(tmp_path / "wd"), "--config.train.batch_size=8",
+                             "--config.train.no_object_weight=0")
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "train.no_object_weight" in lines[-1]
+    assert not (tmp_path / "wd").exists()

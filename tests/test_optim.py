@@ -101,3 +101,13 @@ def test_linear_warmup_then_step_decay():
     no_warmup = learning_rate_schedule(1e-3, (6,), 0.1)
     np.testing.assert_allclose([float(no_warmup(s)) for s in (0, 5, 6)], [1e-3, 1e-3, 1e-4],
                                rtol=1e-6)
+
+
+def test_loss_weights_take_the_no_object_weight_from_the_config():
+    from ifc_jax.config_loading import load_config
+    from ifc_jax.train.loop import loss_weights
+    from ifc_jax.train.losses import PAPER_LOSS_WEIGHTS
+
+    assert loss_weights(load_config("configs/ifc_r50_ytvis19.py", [])) == PAPER_LOSS_WEIGHTS
+    weights = loss_weights(load_config("configs/tiny.py", ["train.no_object_weight=0.3"]))
+    assert weights == PAPER_LOSS_WEIGHTS._replace(no_object=0.3)

@@ -85,6 +85,31 @@ def test_drop_empty_leaves_out_tracks_empty_in_every_frame():
         0.9, 0.6]
 
 
+def test_min_pixels_leaves_out_tracks_under_that_many_pixels_in_all_frames():
+    import ml_collections
+
+    from ifc_jax.errors import UserError
+    from ifc_jax.evaluation.results import result_options
+
+    def block(rows):  # the first `rows` rows of a 4x4 frame
+        mask = np.zeros((4, 4), bool)
+        mask[:rows] = True
+        return encode_mask_rle(mask)
+
+    speck = [block(1), empty_rle(4, 4)]  # 4 pixels
+    small = [block(1), block(1)]  # 8 pixels over two frames
+    probs = [np.array([0.9, 0.1]), np.array([0.6, 0.4])]
+    kept = video_results(2, probs, [speck, small], [5], min_pixels=8)
+    assert [e["score"] for e in kept] == [0.6]
+    assert len(video_results(2, probs, [speck, small], [5], min_pixels=4)) == 2
+    inference = ml_collections.ConfigDict({"class_threshold": 0.01, "multi_class": True,
+                                           "min_track_pixels": 8})
+    assert result_options(inference)["min_pixels"] == 8
+    inference.min_track_pixels = -1
+    with pytest.raises(UserError, match="min_track_pixels"):
+        result_options(inference)
+
+
 def test_write_results_json_is_atomic(tmp_path):
     path = tmp_path / "sub" / "results.json"
     entries = video_results(1, [np.array([0.7, 0.3])], [[empty_rle(3, 3)]], [5])

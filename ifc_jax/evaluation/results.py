@@ -9,7 +9,10 @@ One entry per (track, class) whose mean class probability is above `class_thresh
 Masks are at the video's original size; frames where a track has no mask are the RLE of an
 empty mask (never null), as the original IFC writes them. With `drop_empty` a track whose mask
 is empty in every frame is left out: it cannot overlap anything, so it can only be a false
-positive (the original writes it; `inference.drop_empty_tracks` chooses). Per-frame masks are
+positive (the original writes it; `inference.drop_empty_tracks` chooses). `min_pixels`
+(`inference.min_track_pixels`) extends this to tracks whose masks cover fewer pixels than that
+in the whole video: specks far below the smallest object, from queries the model has not learnt
+to switch off. Per-frame masks are
 RLE-encoded as soon as they are final (`TrackMasks`), so a long video never holds dense mask
 stacks.
 """
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 
+from ifc_jax.errors import UserError
 from ifc_jax.tools.output import atomic_writer
 
 DEFAULT_CLASS_THRESHOLD = 0.01  # MODEL.IFC.APPLY_CLS_THRES
@@ -68,24 +72,35 @@ class TrackMasks:
         return [frames.get(t, self._empty) for t in range(self.num_frames)]
 
 
-def is_empty_track(segmentations: Sequence[dict]) -> bool:
-    """True when every frame's compressed RLE covers no pixel."""
+def track_pixels(segmentations: Sequence[dict]) -> int:
+    """Mask pixels of a track summed over its frames (compressed RLEs)."""
     rles = [{"size": rle["size"], "counts": rle["counts"].encode("utf-8")}
             for rle in segmentations]
-    return not np.any(mask_util.area(rles)) if rles else True
+    return int(np.sum(mask_util.area(rles))) if rles else 0
+
+
+def is_empty_track(segmentations: Sequence[dict]) -> bool:
+    """True when every frame's compressed RLE covers no pixel."""
+    return track_pixels(segmentations) == 0
 
 
 def result_options(inference: Any) -> dict[str, Any]:
     """`video_results` keyword arguments from a config's `inference` section."""
+    min_pixels = inference.get("min_track_pixels", 0)
+    if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or min_pixels < 0:
+        raise UserError(f"config.inference.min_track_pixels: must be an integer >= 0, "
+                        f"got {min_pixels!r}")
     return {"class_threshold": float(inference.class_threshold),
             "multi_class": bool(inference.multi_class),
-            "drop_empty": bool(inference.get("drop_empty_tracks", False))}
+            "drop_empty": bool(inference.get("drop_empty_tracks", False)),
+            "min_pixels": min_pixels}
 
 
 def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
                   track_segmentations: Sequence[list[dict]], category_ids: Sequence[int], *,
                   class_threshold: float = DEFAULT_CLASS_THRESHOLD,
-                  multi_class: bool = True, drop_empty: bool = False) -> list[dict]:
+                  multi_class: bool = True, drop_empty: bool = False,
+                  min_pixels: int = 0) -> list[dict]:
     """Result entries of one video (SPEC §8.4).
 
     track_class_probs: per track, its (K+1,) mean class probabilities (index K = no object).
@@ -94,7 +109,9 @@ def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
     multi_class: one entry per (track, class k < K) with probability > class_threshold, in
     track order then class order; otherwise one entry per track with its arg-max real class.
     drop_empty: leave out tracks whose masks are empty in every frame.
+    min_pixels: leave out tracks whose masks cover fewer pixels than this, all frames together.
     """
+    min_pixels = max(min_pixels, 1 if drop_empty else 0)
     if len(track_class_probs) != len(track_segmentations):
         raise ValueError("need one segmentation list per track")
     entries = []
@@ -102,7 +119,7 @@ def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
         real = np.asarray(probs, np.float64)[:-1]  # drop no-object
         if len(real) != len(category_ids):
             raise ValueError(f"{len(real)} real classes but {len(category_ids)} category ids")
-        if drop_empty and is_empty_track(segmentations):
+        if min_pixels and track_pixels(segmentations) < min_pixels:
             continue
         classes = (np.flatnonzero(real > class_threshold) if multi_class
                    else [int(np.argmax(real))])

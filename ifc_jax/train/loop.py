@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ifc_jax.errors import UserError
 from ifc_jax.models.ifc import IFC
 from ifc_jax.train.checkpoint import Checkpoints
+from ifc_jax.train.losses import PAPER_LOSS_WEIGHTS, LossWeights
 from ifc_jax.train.optim import build_optimizer
 from ifc_jax.train.step import BATCH_AXIS, init_state, make_train_step, select_model_inputs
 from ifc_jax.validation import validate_train_config
@@ -147,10 +148,16 @@ def initial_state(config: Any, model: IFC, optimizer, mesh: Mesh) -> dict[str, A
 def build_train_step(config: Any, model: IFC, optimizer, schedule, mesh: Mesh,
                      matcher: str | None = None):
     """The jitted train step of `config` (dropout rng from train.seed; matcher defaults to
-    config.train.matcher), as the loop runs it."""
+    config.train.matcher; loss weights from loss_weights(config)), as the loop runs it."""
     base_rng = jax.random.fold_in(jax.random.key(config.train.seed), 1)
     return make_train_step(model, optimizer, schedule, base_rng, mesh,
-                           matcher or config.train.matcher)
+                           matcher or config.train.matcher, loss_weights(config))
+
+
+def loss_weights(config: Any) -> LossWeights:
+    """The set criterion's weights: the paper's, with `train.no_object_weight` (default 0.1)."""
+    return PAPER_LOSS_WEIGHTS._replace(
+        no_object=float(config.train.get("no_object_weight", PAPER_LOSS_WEIGHTS.no_object)))
 
 
 def train(config: Any, workdir: str) -> list[dict[str, float]]:
