@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 200
     config.train.init_exclude = ()
     config.inference.drop_empty_tracks = True  # an all-empty track can only be a false positive
-    # Confident queries with speck masks: the smallest toy object covers >300 px per frame.
+    # Confident queries with speck masks: a whole toy object of the smallest size covers
+    # 190-310 px per frame (README, demo section).
     config.inference.min_track_pixels = 64
     return config
