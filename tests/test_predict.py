@@ -186,6 +186,15 @@ def test_missing_checkpoint_is_a_user_error(capsys, setup, tmp_path):
     assert code == 2 and len(err) == 1 and str(tmp_path / "nowhere") in err[0]
 
 
+def test_bad_min_track_pixels_fails_before_the_model_loads(capsys, setup, tmp_path):
+    code = cli.main(["predict", "--config", CONFIG, "--workdir", str(tmp_path / "nowhere"),
+                     "--input", setup["folder"], "--output", str(tmp_path / "out"),
+                     "--config.inference.min_track_pixels=-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "min_track_pixels" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_class_names_from_the_dataset_json_or_generic(tiny_config, tmp_path, caplog,
                                                       monkeypatch):
     tiny_config.data.root = str(tmp_path)

@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_arguments(args)
     config = load_config(args.config, args.config_overrides)
+    options = result_options(config.inference)
     video = open_video(args.input, folder_fps=args.fps)  # bad input fails before the model
     height, width = inference_size(video.height, video.width,
                                    int(config.data.test_short_side),
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
                                                  video.num_frames),
                                    video.num_frames, (height, width), (video.height, video.width))
     results = video_results(VIDEO_ID, prediction.class_probs, prediction.segmentations,
-                            category_ids, **result_options(inference))
+                            category_ids, **options)
     os.makedirs(args.output, exist_ok=True)
     results_path = os.path.join(args.output, "results.json")
     write_results_json(results_path, results)

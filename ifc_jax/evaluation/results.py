@@ -79,11 +79,6 @@ def track_pixels(segmentations: Sequence[dict]) -> int:
     return int(np.sum(mask_util.area(rles))) if rles else 0
 
 
-def is_empty_track(segmentations: Sequence[dict]) -> bool:
-    """True when every frame's compressed RLE covers no pixel."""
-    return track_pixels(segmentations) == 0
-
-
 def result_options(inference: Any) -> dict[str, Any]:
     """`video_results` keyword arguments from a config's `inference` section."""
     min_pixels = inference.get("min_track_pixels", 0)

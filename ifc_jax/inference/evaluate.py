@@ -26,6 +26,7 @@ log = logging.getLogger("ifc_jax.evaluate")
 def evaluate_split(config: Any, weights_path: str, output_dir: str,
                    split: str = "val") -> dict[str, Any]:
     """Runs inference on `split` of `config.data`; returns a summary (metrics if annotated)."""
+    options = result_options(config.inference)  # a bad value fails before the model loads
     model, variables = load_trained_model(config, weights_path)
     dataset = sources.load_split(config.data, split)
     if dataset.categories.num_classes != config.model.num_classes:
@@ -48,8 +49,7 @@ def evaluate_split(config: Any, weights_path: str, output_dir: str,
                                        (video["height"], video["width"]),
                                        (video["orig_height"], video["orig_width"]))
         results += video_results(video["video_id"], prediction.class_probs,
-                                 prediction.segmentations, category_ids,
-                                 **result_options(inference))
+                                 prediction.segmentations, category_ids, **options)
         for name, value in prediction.seconds.items():
             seconds[name] += value
         total_frames += video["length"]

@@ -59,6 +59,11 @@ def group_norm(x: Array, scale: Array, bias: Array, num_groups: int, epsilon: fl
     return y.astype(x.dtype)
 
 
+def _pad_same(x: Array, pad: int) -> Array:
+    """Zero-pads the two spatial axes of NHWC `x` by `pad` on each side."""
+    return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
 def _shifted_sum(padded: Array, weights: Array, height: int, width: int) -> Array:
     """sum over taps (dy, dx) of padded[:, dy:dy+height, dx:dx+width, :] * weights[dy, dx]."""
     k = weights.shape[0]
@@ -73,9 +78,7 @@ def _shifted_sum(padded: Array, weights: Array, height: int, width: int) -> Arra
 @jax.custom_vjp
 def _depthwise_conv_f32(x: Array, kernel: Array) -> Array:
     """x: (N, H, W, C) float32; kernel: (k, k, C) float32 -> (N, H, W, C), zero "same" padding."""
-    pad = kernel.shape[0] // 2
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    return _shifted_sum(padded, kernel, x.shape[1], x.shape[2])
+    return _shifted_sum(_pad_same(x, kernel.shape[0] // 2), kernel, x.shape[1], x.shape[2])
 
 
 def _depthwise_forward(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
@@ -89,9 +92,8 @@ def _depthwise_backward(residuals: tuple[Array, Array], grad: Array) -> tuple[Ar
     k = kernel.shape[0]
     pad = k // 2
     height, width = x.shape[1:3]
-    padded_grad = jnp.pad(grad, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    grad_x = _shifted_sum(padded_grad, kernel[::-1, ::-1], height, width)
-    padded_x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    grad_x = _shifted_sum(_pad_same(grad, pad), kernel[::-1, ::-1], height, width)
+    padded_x = _pad_same(x, pad)
     grad_kernel = jnp.stack([
         jnp.stack([jnp.sum(padded_x[:, dy:dy + height, dx:dx + width, :] * grad, axis=(0, 1, 2))
                    for dx in range(k)])

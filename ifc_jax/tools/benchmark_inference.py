@@ -149,12 +149,13 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
     num_frames, height, width = frames.shape[:3]
     window_frames, window_stride = predictor.window_frames, predictor.window_stride
     category_ids = list(range(1, int(config.model.num_classes) + 1))
+    options = result_options(config.inference)
 
     def predict_once():
         begin = time.perf_counter()
         prediction = predictor.predict(frames, num_frames, (height, width), (height, width))
         results = video_results(1, prediction.class_probs, prediction.segmentations,
-                                category_ids, **result_options(config.inference))
+                                category_ids, **options)
         return time.perf_counter() - begin, prediction, results
 
     warmup_seconds, _, _ = predict_once()  # compiles every shape the timed runs use
