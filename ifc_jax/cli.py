@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
-from ifc_jax.errors import UserError
-from ifc_jax.logs import setup_logging
+from ifc_jax.io import UserError
+
+_FORMAT = "%(asctime)s %(message)s"
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logger = logging.getLogger("ifc_jax")
+    if any(getattr(handler, "_ifc_jax", False) for handler in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+    handler._ifc_jax = True
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
 
 # name -> one-line help. Order is the order shown in `--help`.
 SUBCOMMANDS: dict[str, str] = {

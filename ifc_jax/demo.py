@@ -52,7 +52,7 @@ def _render(config_path: str, overrides: list[str], workdir: str, frame_folder: 
 def run_demo(workdir: str, overrides: list[str], config_path: str = DEMO_CONFIG
              ) -> dict[str, Any]:
     """Runs the demo; returns the summary it prints."""
-    from ifc_jax.config_loading import load_config
+    from ifc_jax.config import load_config
     from ifc_jax.data import sources
     from ifc_jax.train.loop import train_and_evaluate
 

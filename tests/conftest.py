@@ -26,6 +26,6 @@ import pytest  # noqa: E402
 @pytest.fixture
 def tiny_config():
     """A fresh copy of configs/tiny.py (tests may edit it)."""
-    from ifc_jax.config_loading import load_config
+    from ifc_jax.config import load_config
 
     return load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from ifc_jax import cli
-from ifc_jax.tools import benchmark_inference
+from ifc_jax.benchmarks import inference as benchmark_inference
 
 
 def test_inference_benchmark_json(capsys):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from ifc_jax import cli
-from ifc_jax.tools.benchmark_train import synthetic_batch
+from ifc_jax.benchmarks.train import synthetic_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One encoder block and one decoder layer: the harness is under test, not the model; this

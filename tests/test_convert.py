@@ -16,15 +16,15 @@ import jax
 import numpy as np
 import pytest
 
+from ifc_jax.checkpoints import load_variables, merge_params
 from ifc_jax.cli import main
-from ifc_jax.config_loading import load_config
-from ifc_jax.errors import UserError
+from ifc_jax.config import load_config
+from ifc_jax.convert import convert_checkpoint, key_maps
+from ifc_jax.convert.convert import FLAVOURS
+from ifc_jax.convert.torch_pickle import load_checkpoint, to_numpy
+from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
 from ifc_jax.models.resnet import FrozenBatchNorm, ResNet
-from ifc_jax.tools.convert import convert_checkpoint, key_maps
-from ifc_jax.tools.convert.convert import FLAVOURS
-from ifc_jax.tools.convert.torch_pickle import load_checkpoint, to_numpy
-from ifc_jax.weights import load_variables, merge_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures")

@@ -9,7 +9,7 @@ from ifc_jax.data import clips
 from ifc_jax.data import masks as mask_codec
 from ifc_jax.data.frames import nearest_source_indices, resize_mask
 from ifc_jax.data.ytvis import Track, Video
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 from tests.data_helpers import frame_pattern, rectangle_mask
 
 

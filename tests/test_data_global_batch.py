@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec
 
 from ifc_jax.data import global_batch
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

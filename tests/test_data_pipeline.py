@@ -7,7 +7,7 @@ import pytest
 
 from ifc_jax.data import clips, pipeline, sources
 from ifc_jax.data.ytvis import load_ytvis
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 from tests.data_helpers import SMALL_TOY, make_small_toy
 
 SETTINGS = clips.ClipSettings(num_frames=3, sampling_frame_range=2, short_sides=(32, 40),

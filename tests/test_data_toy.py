@@ -10,7 +10,7 @@ from ifc_jax.data import masks as mask_codec
 from ifc_jax.data import toy
 from ifc_jax.data.frames import load_frame
 from ifc_jax.data.ytvis import load_ytvis
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 from tests.data_helpers import SMALL_TOY, make_small_toy
 
 

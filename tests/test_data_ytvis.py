@@ -8,7 +8,7 @@ import pytest
 from ifc_jax.data import clips
 from ifc_jax.data.frames import load_frame
 from ifc_jax.data.ytvis import load_ytvis
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 from tests.data_helpers import frame_pattern, rectangle_mask, write_frames, write_json
 
 H, W = 6, 8

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ifc_jax.tools.flops import PAPER_ENCODER_GFLOPS, count_flops, encoder_flops
+from ifc_jax.flops import PAPER_ENCODER_GFLOPS, count_flops, encoder_flops
 
 C, F, LAYERS = 256, 2048, 3
 PER_TOKEN = 4 * C * C + 2 * C * F + 2 * 5 * C  # projections + FFN + two LayerNorms

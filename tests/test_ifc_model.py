@@ -5,9 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifc_jax.config_loading import load_config
-from ifc_jax.models.heads import dynamic_mask_logits
-from ifc_jax.models.ifc import IFC, level_padding_mask
+from ifc_jax.config import load_config
+from ifc_jax.models.ifc import IFC, dynamic_mask_logits, level_padding_mask
 
 B, T, H, W = 2, 3, 64, 96
 

@@ -14,12 +14,12 @@ for name in ("tensorflow", "tensorflow_datasets", "clu"):
     sys.modules[name] = None  # any import of them raises ImportError
 """
 MODULES = ["ifc_jax.models.ifc", "ifc_jax.inference.predictor", "ifc_jax.inference.evaluate",
-           "ifc_jax.inference.video", "ifc_jax.evaluation.ytvis_metric", "ifc_jax.tools.flops",
-           "ifc_jax.tools.benchmark_encoder", "ifc_jax.tools.benchmark_inference",
-           "ifc_jax.tools.benchmark_train", "ifc_jax.tools.roofline",
-           "ifc_jax.tools.synthetic_video", "ifc_jax.train.loop", "ifc_jax.train.step",
+           "ifc_jax.inference.video", "ifc_jax.evaluation.ytvis_metric", "ifc_jax.flops",
+           "ifc_jax.benchmarks.encoder", "ifc_jax.benchmarks.inference",
+           "ifc_jax.benchmarks.train", "ifc_jax.benchmarks.roofline",
+           "ifc_jax.benchmarks.synthetic_video", "ifc_jax.train.loop", "ifc_jax.train.step",
            "ifc_jax.data.global_batch",
-           "ifc_jax.tools.visualize", "ifc_jax.weights", "ifc_jax.commands.predict",
+           "ifc_jax.visualize", "ifc_jax.checkpoints", "ifc_jax.commands.predict",
            "ifc_jax.commands.evaluate", "ifc_jax.commands.score", "ifc_jax.cli"]
 
 

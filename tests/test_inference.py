@@ -10,7 +10,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-from ifc_jax.config_loading import load_config
+from ifc_jax.config import load_config
 from ifc_jax.inference import predictor as predictor_module
 from ifc_jax.inference.predictor import VideoPredictor, window_bounds
 from ifc_jax.models.ifc import IFC
@@ -107,8 +107,8 @@ def test_short_video_single_window_masks_match_reference(model_and_variables):
 @pytest.fixture(scope="module")
 def toy_workdir(tmp_path_factory):
     """A tiny toy split and a random-init checkpoint (class 0 favoured) in a workdir."""
+    from ifc_jax.checkpoints import Checkpoints
     from ifc_jax.data.toy import generate_toy_dataset
-    from ifc_jax.train.checkpoint import Checkpoints
     from ifc_jax.train.optim import build_optimizer
     from ifc_jax.train.step import init_state
 

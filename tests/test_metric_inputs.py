@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from ifc_jax.errors import UserError
 from ifc_jax.evaluation.ytvis_metric import (
     evaluate_results,
     load_ground_truth,
     load_results,
 )
+from ifc_jax.io import UserError
 from tests.test_metric import compressed_rle, gt_json, gt_track, pred, rect, results_json
 
 H, W = 8, 12

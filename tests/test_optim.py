@@ -104,7 +104,7 @@ def test_linear_warmup_then_step_decay():
 
 
 def test_loss_weights_take_the_no_object_weight_from_the_config():
-    from ifc_jax.config_loading import load_config
+    from ifc_jax.config import load_config
     from ifc_jax.train.loop import loss_weights
     from ifc_jax.train.losses import PAPER_LOSS_WEIGHTS
 

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from ifc_jax.evaluation.results import write_results_json
-from ifc_jax.tools.output import atomic_write_bytes, atomic_writer
+from ifc_jax.io import atomic_write_bytes, atomic_writer
 
 
 def test_atomic_write_gives_umask_permissions(tmp_path):

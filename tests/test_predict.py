@@ -12,18 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ifc_jax import cli
+from ifc_jax import cli, visualize
+from ifc_jax.benchmarks.inference import synthetic_frames, write_synthetic_video
+from ifc_jax.checkpoints import Checkpoints
 from ifc_jax.commands import predict as predict_command
-from ifc_jax.config_loading import load_config
+from ifc_jax.config import load_config
 from ifc_jax.data.clips import load_eval_video
 from ifc_jax.data.ytvis import Video
 from ifc_jax.evaluation.results import video_results
 from ifc_jax.inference.loading import load_trained_model
 from ifc_jax.inference.predictor import VideoPredictor
 from ifc_jax.models.ifc import IFC
-from ifc_jax.tools import visualize
-from ifc_jax.tools.benchmark_inference import synthetic_frames, write_synthetic_video
-from ifc_jax.train.checkpoint import Checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/tiny.py"
@@ -225,10 +224,10 @@ def test_predict_and_inference_benchmark_import_no_tensorflow():
     # GPU hosts for inference may lack TensorFlow: nothing predict or the inference benchmark
     # imports may pull it in (the data modules they use import it only inside functions).
     modules = ["ifc_jax.commands.predict", "ifc_jax.commands.benchmark",
-               "ifc_jax.inference.video", "ifc_jax.tools.visualize",
-               "ifc_jax.tools.benchmark_inference", "ifc_jax.inference.loading",
+               "ifc_jax.inference.video", "ifc_jax.visualize",
+               "ifc_jax.benchmarks.inference", "ifc_jax.inference.loading",
                "ifc_jax.inference.predictor", "ifc_jax.evaluation.results",
-               "ifc_jax.data.sources", "ifc_jax.data.ytvis", "ifc_jax.config_loading"]
+               "ifc_jax.data.sources", "ifc_jax.data.ytvis", "ifc_jax.config"]
     code = (f"import sys, importlib\nfor name in {modules!r}: importlib.import_module(name)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'tensorflow_datasets', 'clu'))\nprint(bad)\n")

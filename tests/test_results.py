@@ -88,8 +88,8 @@ def test_drop_empty_leaves_out_tracks_empty_in_every_frame():
 def test_min_pixels_leaves_out_tracks_under_that_many_pixels_in_all_frames():
     import ml_collections
 
-    from ifc_jax.errors import UserError
     from ifc_jax.evaluation.results import result_options
+    from ifc_jax.io import UserError
 
     def block(rows):  # the first `rows` rows of a 4x4 frame
         mask = np.zeros((4, 4), bool)

@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ifc_jax.errors import UserError
+from ifc_jax.benchmarks import roofline
+from ifc_jax.flops import abstract_init, count_flops, encoder_flops
 from ifc_jax.inference.predictor import VideoPredictor
+from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
-from ifc_jax.tools import roofline
-from ifc_jax.tools.flops import abstract_init, count_flops, encoder_flops
 
 
 def test_measure_matmul_peak_fields():

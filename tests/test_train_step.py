@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ifc_jax.config_loading import load_config
-from ifc_jax.errors import UserError
+from ifc_jax.config import load_config
+from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
 from ifc_jax.train.optim import build_optimizer
 from ifc_jax.train.step import init_state, make_train_step
@@ -112,7 +112,7 @@ def test_device_matcher_gives_the_same_step(setup):
     ("data.root=/nonexistent", "config.data.root"),
 ])
 def test_bad_config_refused_before_compiling(tmp_path, override, needle):
-    from ifc_jax.config_loading import apply_override
+    from ifc_jax.config import apply_override
     from ifc_jax.train.loop import train
 
     config = load_config("configs/tiny.py")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ifc_jax.benchmarks.inference import synthetic_frames, write_synthetic_video
 from ifc_jax.data.clips import load_eval_video
 from ifc_jax.data.ytvis import Video
-from ifc_jax.errors import UserError
 from ifc_jax.inference.video import inference_size, open_video
-from ifc_jax.tools.benchmark_inference import synthetic_frames, write_synthetic_video
+from ifc_jax.io import UserError
 
 
 def write_frame_folder(folder, frames, names=None, extension="png"):

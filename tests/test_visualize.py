@@ -6,8 +6,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from ifc_jax import visualize
 from ifc_jax.evaluation.results import empty_rle, encode_mask_rle
-from ifc_jax.tools import visualize
 
 
 def test_track_colours_are_distinct_and_stable():

@@ -4,9 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifc_jax.errors import UserError
-from ifc_jax.train.checkpoint import Checkpoints
-from ifc_jax.weights import load_params, load_variables, merge_params
+from ifc_jax.checkpoints import Checkpoints, load_params, load_variables, merge_params
+from ifc_jax.io import UserError
 
 
 def _state(value):

@@ -35,14 +35,14 @@ import sys
 # --what name -> (module in ifc_jax.tools, one-line description, default config). Each module
 # has `run_benchmark(config, args) -> dict` and `format_result(dict) -> str`.
 BENCHMARKS: dict[str, tuple[str, str, str]] = {
-    "data": ("ifc_jax.tools.benchmark_data", "training clip pipeline, clips/s",
+    "data": ("ifc_jax.benchmarks.data", "training clip pipeline, clips/s",
              "configs/ifc_r50_ytvis19.py"),
-    "inference": ("ifc_jax.tools.benchmark_inference",
+    "inference": ("ifc_jax.benchmarks.inference",
                   "whole-video inference, frames/s near-online and offline", "configs/tiny.py"),
-    "encoder": ("ifc_jax.tools.benchmark_encoder",
+    "encoder": ("ifc_jax.benchmarks.encoder",
                 "the four encoder communication schemes, ms per clip against T",
                 "configs/ifc_r50_ytvis19.py"),
-    "train": ("ifc_jax.tools.benchmark_train",
+    "train": ("ifc_jax.benchmarks.train",
               "the jitted train step at the recipe's shapes, clips/s", "configs/tiny.py"),
 }
 
@@ -100,9 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import importlib
 
-    from ifc_jax.config_loading import load_config
-    from ifc_jax.errors import UserError
-    from ifc_jax.tools.output import print_json
+    from ifc_jax.config import load_config
+    from ifc_jax.io import UserError, print_json
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
     if args.batches < 1 or args.warmup < 0 or args.batch_size < 0 or args.peak_size < 0:

@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifc_jax.config_loading import load_config
-    from ifc_jax.tools.convert import check_output, convert_checkpoint, write_checkpoint
-    from ifc_jax.tools.output import print_json
+    from ifc_jax.config import load_config
+    from ifc_jax.convert import check_output, convert_checkpoint, write_checkpoint
+    from ifc_jax.io import print_json
 
     config = load_config(args.config, args.config_overrides)
     check_output(args.output, args.overwrite)

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ifc_jax.demo import DEMO_CONFIG, SUMMARY_METRICS, run_demo
-    from ifc_jax.tools.output import print_json
+    from ifc_jax.io import print_json
 
     summary = run_demo(args.workdir, args.config_overrides, args.config or DEMO_CONFIG)
     if args.json:

@@ -26,10 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifc_jax.config_loading import load_config
+    from ifc_jax.config import load_config
     from ifc_jax.evaluation.ytvis_metric import METRIC_KEYS
     from ifc_jax.inference.evaluate import evaluate_split
-    from ifc_jax.tools.output import format_table, print_json
+    from ifc_jax.io import format_table, print_json
 
     config = load_config(args.config, args.config_overrides)
     summary = evaluate_split(config, args.weights or args.workdir,

@@ -17,7 +17,7 @@ import argparse
 import itertools
 import sys
 
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 VARIANTS = ("no_comm", "full_thw", "decompose_thw", "ifc")
 VARIANT_LABELS = {
@@ -67,8 +67,8 @@ def _settings(args: argparse.Namespace) -> tuple[list[tuple[int, int, int, int]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifc_jax.tools.flops import PAPER_ENCODER_GFLOPS, encoder_flops
-    from ifc_jax.tools.output import format_table, print_json
+    from ifc_jax.flops import PAPER_ENCODER_GFLOPS, encoder_flops
+    from ifc_jax.io import format_table, print_json
 
     settings, paper_table = _settings(args)
     rows = []
@@ -115,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace, path: str) -> None:
     """GFLOPs against T, one line per variant, at the first requested size."""
-    from ifc_jax.tools.flops import encoder_flops
-    from ifc_jax.tools.output import new_figure, save_figure_png
+    from ifc_jax.flops import encoder_flops
+    from ifc_jax.io import new_figure, save_figure_png
 
     if not path.lower().endswith(".png"):
         raise UserError(f"--plot {path}: the plot is written as PNG; give a .png file name")

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    from ifc_jax.errors import UserError
+    from ifc_jax.io import UserError
 
     if not 0.0 <= args.min_score <= 1.0:
         raise UserError(f"--min-score must be in [0, 1], not {args.min_score}")
@@ -148,13 +148,13 @@ def with_progress(frames: Iterable[Any], num_frames: int) -> Iterator[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifc_jax.config_loading import load_config
+    from ifc_jax import visualize
+    from ifc_jax.config import load_config
     from ifc_jax.evaluation.results import result_options, video_results, write_results_json
     from ifc_jax.inference.loading import load_trained_model
     from ifc_jax.inference.predictor import VideoPredictor
     from ifc_jax.inference.video import inference_size, open_video
-    from ifc_jax.tools import visualize
-    from ifc_jax.tools.output import print_json
+    from ifc_jax.io import print_json
 
     _check_arguments(args)
     config = load_config(args.config, args.config_overrides)

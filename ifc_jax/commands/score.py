@@ -31,7 +31,7 @@ def _format_value(value: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ifc_jax.evaluation.ytvis_metric import evaluate, load_ground_truth, load_results
-    from ifc_jax.tools.output import format_table, print_json
+    from ifc_jax.io import format_table, print_json
 
     gt = load_ground_truth(args.gt)
     predictions = load_results(args.results, gt)

@@ -27,9 +27,9 @@ def summarize(config) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
+    from ifc_jax.config import validate_model_config
+    from ifc_jax.flops import abstract_init, count_flops_by_module
     from ifc_jax.models.ifc import IFC
-    from ifc_jax.tools.flops import abstract_init, count_flops_by_module
-    from ifc_jax.validation import validate_model_config
 
     validate_model_config(config.model)
     model = IFC.from_config(config.model)
@@ -56,8 +56,8 @@ def summarize(config) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifc_jax.config_loading import load_config
-    from ifc_jax.tools.output import format_table, print_json
+    from ifc_jax.config import load_config
+    from ifc_jax.io import format_table, print_json
 
     config = load_config(args.config, args.config_overrides)
     result = summarize(config)

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifc_jax.config_loading import load_config
+    from ifc_jax.config import load_config
     from ifc_jax.train.loop import train
 
     config = load_config(args.config, args.config_overrides)

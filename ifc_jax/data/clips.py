@@ -28,7 +28,7 @@ import numpy as np
 from ifc_jax.data import frames as frame_ops
 from ifc_jax.data.masks import is_absent
 from ifc_jax.data.ytvis import Track, Video
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 PAD_MULTIPLE = 32
 

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ifc_jax.data.ytvis import Video
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 
 def load_frame(video: Video, frame: int, source: str = "") -> np.ndarray:

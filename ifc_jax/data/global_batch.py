@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 DATA_AXIS = "data"
 

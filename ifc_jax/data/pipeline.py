@@ -41,7 +41,7 @@ import numpy as np
 from ifc_jax.data import clips, sources
 from ifc_jax.data.schedule import TrainSchedule
 from ifc_jax.data.ytvis import YtvisDataset
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 _ERROR_TAG = "IFC_DATA_ERROR"
 _ERROR_PATTERN = re.compile(rf"<<{_ERROR_TAG}:(.*?)>>")

@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 
 @dataclasses.dataclass(frozen=True)

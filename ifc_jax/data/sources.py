@@ -20,7 +20,7 @@ from typing import Any
 
 from ifc_jax.data import clips, toy
 from ifc_jax.data.ytvis import YtvisDataset, load_ytvis
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 SPLITS = ("train", "val")
 

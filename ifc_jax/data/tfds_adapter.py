@@ -34,7 +34,7 @@ from PIL import Image
 
 from ifc_jax.data import masks as mask_codec
 from ifc_jax.data.ytvis import YtvisDataset, parse_ytvis
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 TFDS_SPLITS = {"train": "train", "val": "validation"}
 EXPORT_MANIFEST = "tfds_export.json"

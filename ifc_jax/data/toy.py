@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ifc_jax.data import masks as mask_codec
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 GENERATOR_VERSION = 1
 SPLITS = {"train": 0, "valid": 1}

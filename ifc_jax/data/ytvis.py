@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ifc_jax.data import masks as mask_codec
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 
 @dataclasses.dataclass(frozen=True)

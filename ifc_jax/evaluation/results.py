@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ifc_jax.errors import UserError
-from ifc_jax.tools.output import atomic_writer
+from ifc_jax.io import UserError, atomic_writer
 
 DEFAULT_CLASS_THRESHOLD = 0.01  # MODEL.IFC.APPLY_CLS_THRES
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
 

@@ -18,7 +18,7 @@ from ifc_jax.evaluation.results import result_options, video_results, write_resu
 from ifc_jax.evaluation.ytvis_metric import evaluate_results
 from ifc_jax.inference.loading import load_trained_model
 from ifc_jax.inference.predictor import VideoPredictor
-from ifc_jax.tools.output import atomic_write_bytes
+from ifc_jax.io import atomic_write_bytes
 
 log = logging.getLogger("ifc_jax.evaluate")
 
@@ -30,7 +30,7 @@ def evaluate_split(config: Any, weights_path: str, output_dir: str,
     model, variables = load_trained_model(config, weights_path)
     dataset = sources.load_split(config.data, split)
     if dataset.categories.num_classes != config.model.num_classes:
-        from ifc_jax.errors import UserError
+        from ifc_jax.io import UserError
 
         raise UserError(f"{dataset.json_path}: {dataset.categories.num_classes} categories but "
                         f"the model has config.model.num_classes={config.model.num_classes}")

@@ -7,9 +7,9 @@ from typing import Any
 
 import jax
 
-from ifc_jax.errors import UserError
+from ifc_jax.config import validate_model_config
+from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
-from ifc_jax.validation import validate_model_config
 
 
 def load_trained_model(config: Any, weights_path: str) -> tuple[IFC, dict[str, Any]]:
@@ -19,7 +19,7 @@ def load_trained_model(config: Any, weights_path: str) -> tuple[IFC, dict[str, A
     variables are placed on the default device; parameter shapes are checked against the
     config's model so a config/checkpoint mismatch fails with the offending names.
     """
-    from ifc_jax.weights import flat_shapes, load_variables, model_variable_shapes
+    from ifc_jax.checkpoints import flat_shapes, load_variables, model_variable_shapes
 
     validate_model_config(config.model)
     if not os.path.exists(weights_path):

@@ -33,7 +33,7 @@ from PIL import Image
 
 from ifc_jax.data.clips import shortest_edge_size
 from ifc_jax.data.frames import resize_frame
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_FOLDER_FPS = 10.0

@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ifc_jax.config import COMMUNICATION_VARIANTS
 from ifc_jax.models.attention import EncoderLayer
-from ifc_jax.validation import COMMUNICATION_VARIANTS
 
 Array = jax.Array
 

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 
 from ifc_jax.models.decoder import TransformerDecoder
 from ifc_jax.models.encoder import COMMUNICATION_VARIANTS, build_encoder
-from ifc_jax.models.heads import dynamic_mask_logits
 from ifc_jax.models.layers import (
     MLP,
     PointwiseConv,
@@ -42,6 +41,19 @@ def level_padding_mask(valid_height: Array, valid_width: Array, size: tuple[int,
     row_padded = jnp.arange(size[0])[None, :] >= rows[:, None]
     col_padded = jnp.arange(size[1])[None, :] >= cols[:, None]
     return row_padded[:, :, None] | col_padded[:, None, :]
+
+
+def dynamic_mask_logits(kernels: Array, mask_features: Array) -> Array:
+    """Each query's kernel as a bias-free 1x1 conv over its clip's stride-8 features.
+
+    Args:
+      kernels: (L, B, N, C), one kernel per decoder layer, clip and query.
+      mask_features: (B, T, h8, w8, C), shared by all queries and layers of a clip.
+    Returns:
+      (L, B, N, T, h8, w8) mask logits.
+    """
+    with jax.named_scope("dynamic_mask_head"):
+        return jnp.einsum("lbnc,bthwc->lbnthw", kernels, mask_features)
 
 
 class IFC(nn.Module):

@@ -2,7 +2,7 @@
 
 The norms and the depthwise convolution call module-level functions wrapped in `jax.jit`. Inside
 a larger trace they appear as one `jit` equation named `layer_norm` / `group_norm` /
-`depthwise_conv`, which lets `ifc_jax.tools.flops` count them with the paper's convention (5
+`depthwise_conv`, which lets `ifc_jax.flops` count them with the paper's convention (5
 FLOPs per element for norms, kernel area per output element for the depthwise convolution)
 instead of counting their arithmetic. XLA inlines nested jits, so this costs nothing at run time.
 """

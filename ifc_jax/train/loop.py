@@ -27,14 +27,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ifc_jax.errors import UserError
+from ifc_jax.checkpoints import Checkpoints, load_variables, merge_params
+from ifc_jax.config import validate_train_config
+from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
-from ifc_jax.train.checkpoint import Checkpoints
 from ifc_jax.train.losses import PAPER_LOSS_WEIGHTS, LossWeights
 from ifc_jax.train.optim import build_optimizer
 from ifc_jax.train.step import BATCH_AXIS, init_state, make_train_step, select_model_inputs
-from ifc_jax.validation import validate_train_config
-from ifc_jax.weights import load_variables, merge_params
 
 log = logging.getLogger("ifc_jax.train")
 

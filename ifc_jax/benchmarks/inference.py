@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ifc_jax.tools.synthetic_video import (  # noqa: F401  (re-exported: tests and docs use them)
+from ifc_jax.benchmarks.synthetic_video import (  # noqa: F401  (re-exported: tests and docs use them)
     synthetic_frames,
     synthetic_video,
     write_synthetic_video,
@@ -59,8 +59,8 @@ def random_model(config: Any, seed: int = 0) -> tuple[Any, Any]:
     import jax
     import jax.numpy as jnp
 
+    from ifc_jax.config import validate_model_config
     from ifc_jax.models.ifc import IFC
-    from ifc_jax.validation import validate_model_config
 
     validate_model_config(config.model)
     model = IFC.from_config(config.model)
@@ -143,8 +143,8 @@ def limit_kept_queries(predictor: Any, frames: np.ndarray, kept: int) -> Any:
 
 def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
                   peak: dict[str, Any]) -> dict[str, Any]:
+    from ifc_jax.benchmarks import roofline
     from ifc_jax.evaluation.results import result_options, video_results
-    from ifc_jax.tools import roofline
 
     num_frames, height, width = frames.shape[:3]
     window_frames, window_stride = predictor.window_frames, predictor.window_stride
@@ -198,10 +198,10 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
     kept_queries: > 0 calibrates the random class head to keep about that many queries per
     window (`limit_kept_queries`); 0 leaves it as initialised.
     """
-    from ifc_jax.errors import UserError
+    from ifc_jax.benchmarks import roofline
     from ifc_jax.inference.predictor import VideoPredictor
+    from ifc_jax.io import UserError
     from ifc_jax.models.attention import select_implementation
-    from ifc_jax.tools import roofline
 
     if height < 32 or width < 32 or num_frames < 1 or repeats < 1 or kept_queries < 0:
         raise UserError("--height and --width must be >= 32, --frames and --repeats >= 1, "
@@ -252,8 +252,8 @@ def run_benchmark(config: Any, args: Any) -> dict[str, Any]:
 
 def format_result(result: dict[str, Any]) -> str:
     """Per dtype: the measured peak, then frames/s, stage shares and roofline per setting."""
-    from ifc_jax.tools.output import format_table
-    from ifc_jax.tools.roofline import format_peak
+    from ifc_jax.benchmarks.roofline import format_peak
+    from ifc_jax.io import format_table
 
     device = result["device"]
     lines = [f"inference on {result['frames']} synthetic frames at {result['height']}x"

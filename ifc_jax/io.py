@@ -1,4 +1,5 @@
-"""Small output helpers shared by the commands: aligned tables, JSON on stdout, atomic writes."""
+"""Input and output shared by every stage: the error for bad input, JSON files, atomic writes,
+aligned tables, JSON on stdout and PNG figures."""
 
 from __future__ import annotations
 
@@ -9,6 +10,32 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
+
+
+class UserError(Exception):
+    """A problem with what the user gave us (a file, a flag, a config value).
+
+    The command line prints `error: <message>` and exits with status 2, without a traceback.
+    The message must name the file or flag and say what is wrong with it.
+    """
+
+
+def read_json(path: str, what: str = "JSON file") -> Any:
+    """The parsed content of the JSON file at `path`; a missing, unreadable or malformed file
+    raises UserError naming it (`what` says what the file should be)."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+    except FileNotFoundError as err:
+        raise UserError(f"{path}: {what} not found") from err
+    except IsADirectoryError as err:
+        raise UserError(f"{path}: is a folder, expected a {what}") from err
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not a {what} (not UTF-8 text)") from err
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not a valid {what} ({err.msg}, line {err.lineno})") from err
+    except OSError as err:
+        raise UserError(f"{path}: cannot read {what} ({err.strerror})") from err
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

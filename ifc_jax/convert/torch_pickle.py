@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
 
 # torch.<Name>Storage -> numpy dtype of its elements (bfloat16 is decoded by hand).
 STORAGE_DTYPES: dict[str, str] = {

@@ -9,7 +9,7 @@ checkpoints use); one rule table then maps canonical names to variable paths suc
   in_proj   packed (3C, C) / (3C,) rows [q; k; v] -> separate query / key / value Dense layers
   copy      as is (biases, norm affines, BN statistics, embeddings, memory tokens)
 
-Flavours (which config goes with which source is in ifc_jax/tools/convert/convert.py):
+Flavours (which config goes with which source is in ifc_jax/convert/convert.py):
   ifc          the authors' IFC checkpoints: `detr.*`, backbone under `detr.backbone.0.backbone.`
   detectron2   backbone-only detectron2 names (`stem.conv1.weight`, `res2.0.conv1.norm.*`), e.g.
                ImageNetPretrained/torchvision/R-50.pkl written by convert-torchvision-to-d2.py

@@ -29,7 +29,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from PIL import Image, ImageDraw, ImageFont
 
-from ifc_jax.tools.output import atomic_write_bytes
+from ifc_jax.io import atomic_write_bytes
 
 MASK_ALPHA = 0.5
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895

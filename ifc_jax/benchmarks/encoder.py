@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ifc_jax.flops import encoder_flops, stride32_size
 from ifc_jax.models.encoder import build_encoder
-from ifc_jax.tools.flops import encoder_flops, stride32_size
 
 log = logging.getLogger("ifc_jax.benchmark")
 
@@ -94,7 +94,7 @@ def benchmark_encoders(height: int = 360, width: int = 640,
 
 def plot_encoder_benchmark(result: dict, path: str) -> None:
     """Time and GFLOPs against T, one line per variant, as a PNG (written atomically)."""
-    from ifc_jax.tools.output import new_figure, save_figure_png
+    from ifc_jax.io import new_figure, save_figure_png
 
     labels = {"no_comm": "No Comm", "full_thw": "Full THW",
               "decompose_thw": "Decompose T-HW", "ifc": "IFC"}
@@ -120,8 +120,8 @@ def plot_encoder_benchmark(result: dict, path: str) -> None:
 
 def run_benchmark(config, args) -> dict:
     """The `benchmark --what encoder` entry point: sizes from `config.model`."""
-    from ifc_jax.errors import UserError
-    from ifc_jax.validation import COMMUNICATION_VARIANTS
+    from ifc_jax.config import COMMUNICATION_VARIANTS
+    from ifc_jax.io import UserError
 
     variants = args.variants or list(VARIANTS)
     unknown = [v for v in variants if v not in COMMUNICATION_VARIANTS]
@@ -145,7 +145,7 @@ def run_benchmark(config, args) -> dict:
 
 
 def format_result(result: dict) -> str:
-    from ifc_jax.tools.output import format_table
+    from ifc_jax.io import format_table
 
     size = result["input"]
     frames = sorted({row["frames"] for row in result["rows"]})

@@ -35,14 +35,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifc_jax.tools.flops import count_jaxpr, trace
+from ifc_jax.flops import count_jaxpr, trace
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def check_dtypes(dtypes: tuple[str, ...]) -> tuple[str, ...]:
     """The compute dtypes asked for, checked (UserError on an unknown one), duplicates out."""
-    from ifc_jax.errors import UserError
+    from ifc_jax.io import UserError
 
     unknown = [dtype for dtype in dtypes if dtype not in DTYPES]
     if unknown:

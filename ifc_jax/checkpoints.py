@@ -1,7 +1,9 @@
-"""Reading trained weights: a workdir's latest checkpoint, or one step, for init or inference.
+"""Run state on disk: the train state's orbax checkpoints and reading trained weights back.
 
-Accepts a workdir (WORKDIR/checkpoints/<step>/...), its checkpoints/ folder or one step folder
-written by `ifc_jax.train.checkpoint.Checkpoints`.
+Layout: `WORKDIR/checkpoints/<step>/` holds the whole train state (see train/step.py). The
+data position needs no extra state: the pipeline's clip order is a pure function of (seed,
+batch number) and the batch number equals the state's step. Weights are read from a workdir,
+its checkpoints/ folder or one step folder (also what `convert` writes).
 """
 
 from __future__ import annotations
@@ -14,7 +16,37 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ifc_jax.errors import UserError
+from ifc_jax.io import UserError
+
+State = dict[str, Any]
+
+
+class Checkpoints:
+    """A thin wrapper over `ocp.CheckpointManager` for the train state."""
+
+    def __init__(self, workdir: str, save_every: int, keep: int):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(save_interval_steps=save_every,
+                                                 max_to_keep=keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore(self, template: State, step: int | None = None) -> State:
+        """The state at `step` (default latest), laid out and sharded like `template`."""
+        step = self.latest_step() if step is None else step
+        return self.manager.restore(step, args=ocp.args.StandardRestore(template))
+
+    def save(self, step: int, state: State, force: bool = False) -> bool:
+        """Saves if `step` is on the save interval (or `force`); returns whether it saved."""
+        return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
 
 
 def _find_state_dir(path: str) -> str:

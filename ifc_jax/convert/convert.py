@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from ifc_jax.errors import UserError
-from ifc_jax.tools.convert import key_maps
-from ifc_jax.tools.convert.torch_pickle import OpaqueObject, load_checkpoint, to_numpy
+from ifc_jax.convert import key_maps
+from ifc_jax.convert.torch_pickle import OpaqueObject, load_checkpoint, to_numpy
+from ifc_jax.io import UserError
 
 FROZEN_BN_EPSILON = 1e-5
 FLAVOURS = {
@@ -55,9 +55,9 @@ class Conversion:
 
 def expected_variables(model_config: Any) -> dict[str, tuple[int, ...]]:
     """'params/...' and 'batch_stats/...' path -> shape, for the config's IFC (no compute)."""
+    from ifc_jax.checkpoints import model_variable_shapes
+    from ifc_jax.config import validate_model_config
     from ifc_jax.models.ifc import IFC
-    from ifc_jax.validation import validate_model_config
-    from ifc_jax.weights import model_variable_shapes
 
     validate_model_config(model_config)
     return model_variable_shapes(IFC.from_config(model_config))
@@ -345,7 +345,7 @@ def write_checkpoint(conversion: Conversion, out_dir: str, overwrite: bool = Fal
     """Writes the variables as an orbax checkpoint at `out_dir`, atomically; returns its path.
 
     The checkpoint is written to a temp folder beside `out_dir` and renamed into place, with
-    `conversion.json` (the report) inside. `ifc_jax.weights.load_variables(out_dir)` reads it.
+    `conversion.json` (the report) inside. `ifc_jax.checkpoints.load_variables(out_dir)` reads it.
     """
     import orbax.checkpoint as ocp
 

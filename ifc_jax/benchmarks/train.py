@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ifc_jax.tools.synthetic_video import synthetic_video
+from ifc_jax.benchmarks.synthetic_video import synthetic_video
 
 MAX_OBJECTS = 5  # per synthetic clip (YouTube-VIS clips hold a few instances)
 
@@ -66,7 +66,7 @@ def synthetic_batch(batch_size: int, num_frames: int, height: int, width: int,
 
 def _forward_counts(model: Any, state: dict[str, Any], batch: dict[str, Any]) -> Any:
     """MACs of the training forward alone (all decoder layers' heads; dropout is free)."""
-    from ifc_jax.tools.flops import count_flops
+    from ifc_jax.flops import count_flops
 
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     return count_flops(lambda v, f, p: model.apply(v, f, p, all_layers=True), variables,
@@ -77,11 +77,11 @@ def _time_dtype(config: Any, dtype: str, steps: int, warmup: int, peak_size: int
                 seed: int) -> dict[str, Any]:
     import jax
 
+    from ifc_jax.benchmarks import roofline
+    from ifc_jax.benchmarks.inference import with_dtype
     from ifc_jax.data.global_batch import make_global_batch
     from ifc_jax.models.attention import select_implementation
     from ifc_jax.models.ifc import IFC
-    from ifc_jax.tools import roofline
-    from ifc_jax.tools.benchmark_inference import with_dtype
     from ifc_jax.train.loop import build_train_step, initial_state, make_mesh
     from ifc_jax.train.optim import build_optimizer
     from ifc_jax.train.step import select_model_inputs
@@ -150,8 +150,8 @@ def benchmark_train(config: Any, *, steps: int, warmup: int, batch_size: int = 0
     """Times the train step at the config's shapes for each compute dtype; returns a dict."""
     import jax
 
-    from ifc_jax.tools import roofline
-    from ifc_jax.validation import validate_train_config
+    from ifc_jax.benchmarks import roofline
+    from ifc_jax.config import validate_train_config
 
     if batch_size:
         config.train.batch_size = batch_size
@@ -184,8 +184,8 @@ def run_benchmark(config: Any, args: Any) -> dict[str, Any]:
 
 def format_result(result: dict[str, Any]) -> str:
     """A table of step time, clips/s and roofline per compute dtype."""
-    from ifc_jax.tools.output import format_table
-    from ifc_jax.tools.roofline import format_peak
+    from ifc_jax.benchmarks.roofline import format_peak
+    from ifc_jax.io import format_table
 
     device = result["device"]
     rows = []

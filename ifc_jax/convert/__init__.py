@@ -7,7 +7,7 @@
 `python main.py convert --from FILE --to DIR [--config CFG]` is the command-line entry point.
 """
 
-from ifc_jax.tools.convert.convert import (
+from ifc_jax.convert.convert import (
     Conversion,
     check_output,
     convert_checkpoint,

@@ -1,0 +1,1 @@
+"""Speed measurements: data pipeline, encoder schemes, inference, train step (`benchmark`)."""

@@ -1,1 +1,0 @@
-"""tools stage of ifc-jax."""
