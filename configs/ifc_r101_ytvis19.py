@@ -1,24 +1,23 @@
-r"""IFC, ResNet-101 (MSRA weights), YouTube-VIS 2019: the paper's R-101 recipe (SPEC §1.1).
+r"""IFC, ResNet-101 (MSRA weights), YouTube-VIS 2019: the paper's R-101 recipe (docs/training.md).
 
 Same recipe as R-50; the backbone is detectron2's MSRA R-101: stride in the 1x1 conv, BGR
-input, caffe mean and unit std.
+input, caffe mean and unit std. Takes the same variants as ifc_r50_ytvis19 (`:offline`).
 
-  python main.py train --config configs/ifc_r101_ytvis19.py --workdir workdirs/r101_ytvis19
-  python main.py summary --config configs/ifc_r101_ytvis19.py
+  ifc-jax train --config ifc_r101_ytvis19 --workdir workdirs/r101_ytvis19
+  ifc-jax summary --config ifc_r101_ytvis19
 
 The released R-101 IFC checkpoint and detectron2's ImageNetPretrained/MSRA/R-101.pkl convert
 with this config (docs/pretrained_weights.md):
-  python main.py convert --from R-101.pkl --to weights/r101_imagenet \
-      --config configs/ifc_r101_ytvis19.py
+  ifc-jax convert --from R-101.pkl --to weights/r101_imagenet --config ifc_r101_ytvis19
 """
 
 import ml_collections
 
-from configs import ifc_r50_ytvis19
+from . import ifc_r50_ytvis19
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = ifc_r50_ytvis19.get_config()
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    config = ifc_r50_ytvis19.get_config(variant)
     config.model.backbone.depth = 101
     config.model.backbone.stride_in_1x1 = True
     config.model.input_format = "BGR"

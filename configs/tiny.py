@@ -1,18 +1,18 @@
 r"""A tiny IFC for tests and CPU smoke runs: small ResNet, C=32, 2 heads, 10 queries.
 
 Same architecture as the paper's model, every dimension shrunk so a forward pass on a few
-64x96 frames takes milliseconds on a CPU.
+64x96 frames takes milliseconds on a CPU. Trains on the built-in toy dataset.
 
-  python main.py summary --config configs/tiny.py
+  ifc-jax summary --config tiny
 """
 
 import ml_collections
 
-from configs import ifc_r50_ytvis19
+from . import base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ifc_r50_ytvis19.get_config()
+    config = base.get_config()
     model = config.model
     model.backbone.depth = 0
     model.backbone.width = 8
@@ -33,15 +33,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.max_instances = 4
     config.data.pad_height = 64  # the toy's 96x144 frames at short side 64: 64x96, no padding
     config.data.pad_width = 96
-    # Toy dataset generation (ifc_jax.data.toy.generate_toy_dataset keyword arguments).
-    config.data.toy = ml_collections.ConfigDict()
-    config.data.toy.seed = 0
-    config.data.toy.num_train = 80  # videos
-    config.data.toy.num_val = 16
-    config.data.toy.height = 96  # frame size of the generated videos
-    config.data.toy.width = 144
-    config.data.toy.min_frames = 8  # video lengths are drawn from [min_frames, max_frames]
-    config.data.toy.max_frames = 20
     config.train.batch_size = 2
     config.summary.height = 64
     config.summary.width = 96

@@ -17,7 +17,7 @@ also runs by hand:
 
 import ml_collections
 
-from configs import tiny
+from . import tiny
 
 
 def get_config() -> ml_collections.ConfigDict:

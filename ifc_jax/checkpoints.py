@@ -82,11 +82,6 @@ def load_variables(path: str) -> dict[str, Any]:
     return jax.tree.map(np.asarray, variables)
 
 
-def load_params(path: str) -> Any:
-    """The `params` tree of a saved train state, as numpy."""
-    return load_variables(path)["params"]
-
-
 def path_name(path: Sequence[Any]) -> str:
     """A pytree key path as 'params/backbone/stem_conv1/conv/kernel'."""
     return "/".join(str(getattr(entry, "key", entry)) for entry in path)
@@ -135,3 +130,26 @@ def merge_params(target: Any, source: Any, exclude_prefixes: Sequence[str] = ()
 
     merged = jax.tree_util.tree_map_with_path(pick, target)
     return merged, taken, kept
+
+
+CONFIG_FILE = "config.json"  # the resolved config a training ran with, in its workdir
+
+
+def write_config_json(workdir: str, config: Any) -> str:
+    """Records `config` (a ConfigDict) as WORKDIR/config.json, atomically; returns the path."""
+    from ifc_jax.io import atomic_write_bytes
+
+    path = os.path.join(workdir, CONFIG_FILE)
+    atomic_write_bytes(path, (config.to_json(indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def find_config_json(path: str) -> str | None:
+    """The config.json recorded for weights at `path` (a workdir, its checkpoints/ folder or
+    a step folder), or None."""
+    path = os.path.abspath(path)
+    for folder in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        candidate = os.path.join(folder, CONFIG_FILE)
+        if os.path.isfile(candidate):
+            return candidate
+    return None

@@ -1,8 +1,13 @@
-"""Command-line entry point: `python main.py SUBCOMMAND ...`.
+"""Command-line entry point: `ifc-jax SUBCOMMAND ...` (also `python -m ifc_jax` and
+`python main.py` in a checkout).
 
 Each subcommand lives in `ifc_jax/commands/<name>.py` and exposes `add_arguments(parser)` and
-`run(args) -> int`. Command modules import heavy libraries (jax, tensorflow) inside `run`, so
-`--help` is instant and a command only pays for what it uses.
+`run(args) -> int`: it parses, calls one function of `ifc_jax.api` and prints. Command
+modules import heavy libraries (jax, tensorflow) inside `run`, so `--help` is instant and a
+command only pays for what it uses.
+
+Config overrides follow ml_collections' config_flags: `--config.a.b=value` or
+`--config.a.b value`, and `--config FILE.py:ARG` (or `RECIPE:ARG`) for a recipe's variant.
 """
 
 from __future__ import annotations
@@ -46,9 +51,19 @@ SUBCOMMANDS: dict[str, str] = {
 CONFIG_OVERRIDE_PREFIX = "--config."
 
 
+def program_name(argv0: str) -> str:
+    """How the user started us, for usage lines: ifc-jax, python -m ifc_jax or main.py."""
+    name = os.path.basename(argv0)
+    if name == "__main__.py":
+        return "python -m ifc_jax"
+    if name.endswith(".py"):
+        return f"python {name}"
+    return "ifc-jax"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python main.py",
+        prog=program_name(sys.argv[0]),
         description="IFC video instance segmentation in JAX/Flax.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -61,11 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def split_config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separates `--config.a.b=value` overrides from the other arguments."""
+    """Separates `--config.a.b=value` and `--config.a.b value` overrides from the other
+    arguments; returns (the other arguments, ['a.b=value', ...])."""
     overrides, rest = [], []
-    for arg in argv:
-        (overrides if arg.startswith(CONFIG_OVERRIDE_PREFIX) else rest).append(arg)
-    return rest, [arg[len("--") :] for arg in overrides]
+    position = 0
+    while position < len(argv):
+        arg = argv[position]
+        position += 1
+        if not arg.startswith(CONFIG_OVERRIDE_PREFIX):
+            rest.append(arg)
+            continue
+        if "=" not in arg:
+            if position >= len(argv) or argv[position].startswith("--"):
+                raise UserError(f"{arg}: needs a value (--config.KEY=VALUE or "
+                                "--config.KEY VALUE)")
+            arg = f"{arg}={argv[position]}"
+            position += 1
+        overrides.append(arg[len("--"):])
+    return rest, overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     # above. We run no TF math that they speed up (only decoding, resizing and tf.data).
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     argv = sys.argv[1:] if argv is None else argv
-    rest, overrides = split_config_overrides(argv)
+    try:
+        rest, overrides = split_config_overrides(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(rest)
     args.config_overrides = overrides

@@ -1,4 +1,4 @@
-"""FLOPs counted from the traced JAX program, in the paper's convention (SPEC §9).
+"""FLOPs counted from the traced JAX program, in the paper's convention (docs/flops.md).
 
 The convention is fvcore's, which the IFC paper used:
 * 1 FLOP = 1 multiply-add. Matrix products (`dot_general`: linear layers, QK^T, AV, einsums)
@@ -13,7 +13,7 @@ so a 720x1280, T=36 full space-time encoder (a 33,120 x 33,120 attention) counts
 Attention is traced with its XLA implementation (QK^T and AV as `dot_general`s) even where a
 run would pick cuDNN's fused kernel, whose custom call the walker could not see into.
 Backward passes count like forward ones: `jax.value_and_grad(f)` traces to the forward and
-the transposed `dot_general`s / convolutions of the gradient (see `tools/roofline.py`).
+the transposed `dot_general`s / convolutions of the gradient (see `benchmarks/roofline.py`).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def abstract_init(module: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def stride32_size(height: int, width: int) -> tuple[int, int]:
-    """The res5 feature size of an input, ceil at every stride-2 step (SPEC §1.2)."""
+    """The res5 feature size of an input, ceil at every stride-2 step (docs/model.md#backbone)."""
     return -(-height // 32), -(-width // 32)
 
 
@@ -147,7 +147,10 @@ def encoder_flops(
     dim_feedforward: int = 2048,
     num_layers: int = 3,
 ) -> Counter:
-    """FLOPs of one clip through an encoder variant at an input size (SPEC §9 setting)."""
+    """FLOPs of one clip through an encoder variant at an input size.
+
+    The setting of the paper's encoder table: docs/flops.md#encoder-table.
+    """
     from ifc_jax.models.encoder import build_encoder
 
     encoder = build_encoder(

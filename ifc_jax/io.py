@@ -22,20 +22,25 @@ class UserError(Exception):
 
 def read_json(path: str, what: str = "JSON file") -> Any:
     """The parsed content of the JSON file at `path`; a missing, unreadable or malformed file
-    raises UserError naming it (`what` says what the file should be)."""
+    raises UserError naming it (`what` says what the file should be, e.g. "results file")."""
     try:
-        with open(path, encoding="utf-8") as stream:
-            return json.load(stream)
+        with open(path, "rb") as stream:
+            raw = stream.read()
     except FileNotFoundError as err:
         raise UserError(f"{path}: {what} not found") from err
     except IsADirectoryError as err:
         raise UserError(f"{path}: is a folder, expected a {what}") from err
+    except OSError as err:
+        raise UserError(f"{path}: cannot read {what} ({err.strerror})") from err
+    try:
+        # From bytes, json detects the encoding the JSON standard allows: UTF-8 with or
+        # without a byte-order mark (text mode would refuse the mark), UTF-16 and UTF-32.
+        return json.loads(raw)
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not a {what} (not UTF-8 text)") from err
     except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not a valid {what} ({err.msg}, line {err.lineno})") from err
-    except OSError as err:
-        raise UserError(f"{path}: cannot read {what} ({err.strerror})") from err
+        raise UserError(f"{path}: malformed JSON in {what} (line {err.lineno} column "
+                        f"{err.colno}: {err.msg})") from err
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

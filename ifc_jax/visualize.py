@@ -26,9 +26,9 @@ import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import pycocotools.mask as mask_util
 from PIL import Image, ImageDraw, ImageFont
 
+from ifc_jax.data.masks import decode_rle
 from ifc_jax.io import atomic_write_bytes
 
 MASK_ALPHA = 0.5
@@ -59,14 +59,6 @@ def overlay_frame_indices(num_frames: int, gif_frames: int, keyframes: int
                           ) -> tuple[list[int], list[int]]:
     """(GIF frame indices, keyframe indices), each evenly spaced over the video."""
     return evenly_spaced(num_frames, gif_frames), evenly_spaced(num_frames, keyframes)
-
-
-def decode_rle(rle: dict) -> np.ndarray:
-    """bool (H, W) mask of a compressed COCO RLE {"size": [H, W], "counts": str or bytes}."""
-    counts = rle["counts"]
-    encoded = {"size": list(rle["size"]),
-               "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
-    return mask_util.decode(encoded).astype(bool)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 from PIL import Image
 
-from ifc_jax.data import toy
+from ifc_jax.data import clips, toy
 
 # A small toy dataset that builds in well under a second.
 SMALL_TOY = dict(num_train=6, num_val=3, height=48, width=64, min_frames=3, max_frames=8)
+
+
+def clip_settings(**overrides) -> clips.ClipSettings:
+    """The base config's training clip settings with `overrides` (ClipSettings field names)."""
+    from ifc_jax.config import recipe
+
+    return dataclasses.replace(clips.ClipSettings.from_config(recipe("base").data), **overrides)
 
 
 def make_small_toy(root: str, **overrides) -> str:

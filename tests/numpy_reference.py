@@ -1,4 +1,4 @@
-"""Plain-numpy re-implementations of IFC's layers from SPEC.md, used as test references.
+"""Plain-numpy re-implementations of IFC's layers from docs/model.md, used as test references.
 
 Written loop-by-loop from the spec text, independently of the Flax modules.
 """
@@ -11,7 +11,10 @@ import numpy as np
 
 
 def sine_position(mask: np.ndarray, channels: int) -> np.ndarray:
-    """SPEC §1.3 for one frame. mask: (h, w) bool, True = padded. Returns (h, w, channels)."""
+    """docs/model.md#position-encoding for one frame.
+
+    mask: (h, w) bool, True = padded. Returns (h, w, channels).
+    """
     h, w = mask.shape
     feats = channels // 2
     not_mask = (~mask).astype(np.float64)
@@ -65,7 +68,10 @@ def norm(x, params):
 
 
 def encoder_layer(x, pos, params, num_heads, key_padding_mask=None):
-    """DETR post-norm encoder layer (SPEC §2.1). x, pos: (S, C); pos may be None."""
+    """DETR post-norm encoder layer (docs/model.md#encoder-layer).
+
+    x, pos: (S, C); pos may be None.
+    """
     qk = x if pos is None else x + pos
     x = norm(x + multi_head_attention(qk, qk, x, params["self_attn"], num_heads,
                                       key_padding_mask), params["norm1"])
@@ -73,7 +79,7 @@ def encoder_layer(x, pos, params, num_heads, key_padding_mask=None):
 
 
 def decoder_layer(tgt, query_pos, memory, memory_pos, params, num_heads, memory_mask=None):
-    """DETR post-norm decoder layer (SPEC §4). tgt: (N, C); memory: (S, C)."""
+    """DETR post-norm decoder layer (docs/model.md#decoder). tgt: (N, C); memory: (S, C)."""
     qk = tgt + query_pos
     tgt = norm(tgt + multi_head_attention(qk, qk, tgt, params["self_attn"], num_heads),
                params["norm1"])

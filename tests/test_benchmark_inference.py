@@ -16,7 +16,7 @@ def test_inference_benchmark_json(capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)  # the one JSON object on stdout
-    assert result["what"] == "inference" and result["config"] == "configs/tiny.py"
+    assert result["what"] == "inference" and result["config"] == "tiny"
     assert (result["frames"], result["height"], result["width"]) == (8, 64, 96)
     assert [run["dtype"] for run in result["runs"]] == ["float32", "bfloat16"]
     for run in result["runs"]:
@@ -76,7 +76,8 @@ def test_limit_kept_queries_keeps_that_many_in_the_first_window(tiny_config):
 
     model, variables = benchmark_inference.random_model(tiny_config)
     frames = np.stack(list(benchmark_inference.synthetic_frames(5, 64, 96, seed=1)))
-    predictor = VideoPredictor(model, variables, window_frames=5)
+    predictor = VideoPredictor(model, variables, window_frames=5, window_stride=1,
+                               match_threshold=0.05)
 
     def kept(params):
         features = predictor.encode_frames(params, frames, np.zeros(frames.shape[:3], bool))

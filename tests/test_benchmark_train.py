@@ -24,7 +24,7 @@ def test_train_benchmark_json(capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)  # exactly one JSON object on stdout
-    assert result["what"] == "train" and result["config"] == "configs/tiny.py"
+    assert result["what"] == "train" and result["config"] == "tiny"
     assert (result["batch_size"], result["num_frames"], result["height"], result["width"],
             result["max_instances"], result["matcher"]) == (8, 3, 64, 96, 4, "host")
     assert result["device"]["count"] == 8

@@ -122,3 +122,12 @@ def test_bad_no_object_weight_is_refused_before_training(capsys, tmp_path):
     lines = err.strip().splitlines()
     assert lines[-1].startswith("error: ") and "train.no_object_weight" in lines[-1]
     assert not (tmp_path / "wd").exists()
+
+
+def test_module_entry_point_is_the_same_command_line():
+    proc = subprocess.run([sys.executable, "-m", "ifc_jax", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: python -m ifc_jax") and "flops" in proc.stdout
+    assert cli.program_name("/usr/bin/ifc-jax") == "ifc-jax"
+    assert cli.program_name("main.py") == "python main.py"

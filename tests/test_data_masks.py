@@ -95,3 +95,21 @@ def test_bbox_of_mask():
 def test_malformed_segmentations_are_rejected(segmentation, message):
     with pytest.raises(mask_codec.SegmentationFormatError, match=message):
         mask_codec.check_segmentation(segmentation, 6, 8)
+
+
+def test_rle_helpers_accept_str_bytes_and_uncompressed_counts():
+    rng = np.random.default_rng(2)
+    first, second = rng.random((2, 9, 7)) > 0.5
+    rle = mask_codec.encode_rle(first)
+    as_bytes = {"size": tuple(rle["size"]), "counts": rle["counts"].encode()}
+    for form in (rle, as_bytes, mask_codec.encode_uncompressed_rle(first)):
+        np.testing.assert_array_equal(mask_codec.decode_rle(form), first)
+    other = mask_codec.encode_rle(second)
+    assert mask_codec.rle_areas([rle, as_bytes, mask_codec.empty_rle(9, 7)]).tolist() == [
+        int(first.sum())] * 2 + [0]
+    assert mask_codec.rle_areas([]).shape == (0,)
+    assert mask_codec.rle_intersection_area(rle, other) == int((first & second).sum())
+    x, y, w, h = mask_codec.rle_boxes([rle])[0]
+    assert [x, y, w, h] == mask_codec.mask_bbox(first)
+    with pytest.raises(ValueError, match="expected a \\(H, W\\) mask"):
+        mask_codec.encode_rle(np.zeros((2, 3, 4), bool))

@@ -9,7 +9,13 @@ from ifc_jax.data import clips
 from ifc_jax.data.frames import load_frame
 from ifc_jax.data.ytvis import load_ytvis
 from ifc_jax.io import UserError
-from tests.data_helpers import frame_pattern, rectangle_mask, write_frames, write_json
+from tests.data_helpers import (
+    clip_settings,
+    frame_pattern,
+    rectangle_mask,
+    write_frames,
+    write_json,
+)
 
 H, W = 6, 8
 
@@ -91,7 +97,7 @@ def test_frames_decode_close_to_what_was_written(tmp_path):
 def test_crowd_tracks_are_not_training_targets(tmp_path):
     json_path, frames_dir, _ = hand_made(tmp_path)
     video = load_ytvis(json_path, frames_dir).videos[0]
-    settings = clips.ClipSettings(num_frames=3, short_sides=(H,), max_size=100, pad_height=32,
+    settings = clip_settings(num_frames=3, short_sides=(H,), max_size=100, pad_height=32,
                                   pad_width=32, max_instances=4)
     plan = clips.ClipPlan(np.array([0, 1, 2]), 1, H, False)
     clip = clips.build_train_clip(video, plan, settings)

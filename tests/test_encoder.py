@@ -124,8 +124,3 @@ def test_memory_tokens_init_is_kaiming_fan_out():
         assert abs(values.std() - 0.5) < 0.03
         assert abs(values.mean()) < 0.03
     assert not np.allclose(params["memory_tokens"], params["memory_position"])
-
-
-def test_unknown_variant_is_refused():
-    with pytest.raises(ValueError, match="unknown communication variant"):
-        _encoder("bogus")

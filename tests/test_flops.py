@@ -11,7 +11,7 @@ PER_TOKEN = 4 * C * C + 2 * C * F + 2 * 5 * C  # projections + FFN + two LayerNo
 
 
 def _formula(variant, height, width, frames, memory):
-    """SPEC §9's closed forms, in FLOPs (multiply-adds)."""
+    """The closed forms of docs/flops.md#closed-forms, in FLOPs (multiply-adds)."""
     n = -(-height // 32) * -(-width // 32)
     if variant == "no_comm":
         return LAYERS * (frames * n * PER_TOKEN + frames * 2 * n * n * C)

@@ -110,9 +110,9 @@ def test_r50_parameter_counts_match_the_released_model():
     counts = {name: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
               for name, tree in _r50_parameter_shapes().items()}
     without_backbone = sum(v for k, v in counts.items() if k != "backbone")
-    assert abs(without_backbone - 15.69e6) / 15.69e6 < 1e-3  # SPEC §10.3
+    assert abs(without_backbone - 15.69e6) / 15.69e6 < 1e-3  # docs/model.md#parameter-counts
     assert abs(counts["backbone"] - 23.5e6) / 23.5e6 < 1e-3
-    # Per-component figures of SPEC §10.3.
+    # Per-component figures (docs/model.md#parameter-counts).
     assert counts["input_proj"] == 2048 * 256 + 256
     assert counts["decoder"] == 3 * (2 * 4 * (256 * 256 + 256) + 2 * 256 * 2048 + 2048 + 256
                                      + 3 * 512) + 512

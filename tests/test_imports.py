@@ -13,14 +13,16 @@ import sys
 for name in ("tensorflow", "tensorflow_datasets", "clu"):
     sys.modules[name] = None  # any import of them raises ImportError
 """
-MODULES = ["ifc_jax.models.ifc", "ifc_jax.inference.predictor", "ifc_jax.inference.evaluate",
+MODULES = ["ifc_jax.models.ifc", "ifc_jax.inference.predictor", "ifc_jax.evaluation.evaluate",
            "ifc_jax.inference.video", "ifc_jax.evaluation.ytvis_metric", "ifc_jax.flops",
            "ifc_jax.benchmarks.encoder", "ifc_jax.benchmarks.inference",
            "ifc_jax.benchmarks.train", "ifc_jax.benchmarks.roofline",
            "ifc_jax.benchmarks.synthetic_video", "ifc_jax.train.loop", "ifc_jax.train.step",
            "ifc_jax.data.global_batch",
            "ifc_jax.visualize", "ifc_jax.checkpoints", "ifc_jax.commands.predict",
-           "ifc_jax.commands.evaluate", "ifc_jax.commands.score", "ifc_jax.cli"]
+           "ifc_jax.commands.evaluate", "ifc_jax.commands.score", "ifc_jax.cli", "ifc_jax.api",
+           "ifc_jax.commands.summary", "ifc_jax.commands.flops", "ifc_jax.commands.convert",
+           "ifc_jax.commands.benchmark", "ifc_jax.convert"]
 
 
 def test_inference_side_imports_without_tensorflow_or_clu():

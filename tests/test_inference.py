@@ -69,7 +69,8 @@ def test_windows_see_the_same_features_as_a_direct_forward(model_and_variables, 
 
     monkeypatch.setattr(predictor_module.ClipTracker, "add_window", recording)
     encode_calls = []
-    predictor = VideoPredictor(model, variables, window_frames=3, window_stride=2)
+    predictor = VideoPredictor(model, variables, window_frames=3, window_stride=2,
+                               match_threshold=0.05)
     real_encode = predictor.encode_frames
     predictor.encode_frames = lambda *a: encode_calls.append(1) or real_encode(*a)
     result = predictor.predict(iter(frames), 6, (40, 56), (80, 112))
@@ -88,7 +89,8 @@ def test_short_video_single_window_masks_match_reference(model_and_variables):
     """A 2-frame video with T=5: one padded window; masks = crop, bilinear to original, > 0."""
     model, variables = model_and_variables
     frames = _video(2, seed=2, height=36, width=52)  # 36x52 -> stride-8 grid 5x7
-    predictor = VideoPredictor(model, variables, window_frames=5, window_stride=1)
+    predictor = VideoPredictor(model, variables, window_frames=5, window_stride=1,
+                               match_threshold=0.05)
     result = predictor.predict(list(frames), 2, (36, 52), (72, 104))
     direct_probs, direct_logits = _direct(model, variables, frames)
     kept = np.flatnonzero(np.argmax(direct_probs, -1) != direct_probs.shape[-1] - 1)

@@ -25,7 +25,7 @@ def test_resizing_matches_pytorch_bilinear():
 
 
 def _numpy_criterion(class_logits, mask_logits, labels, valid, masks):
-    """Brute-force matching over permutations + the SPEC §6.3 formulas, in float64."""
+    """Brute-force matching over permutations + the docs/training.md#losses formulas, in float64."""
     num_layers, clips, queries, outputs = class_logits.shape
     no_object = outputs - 1
     h4, w4 = masks.shape[-2] // 4, masks.shape[-1] // 4

@@ -1,7 +1,6 @@
 """Hungarian matching: host (scipy via callback) and device (optax) agree with scipy."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -95,10 +94,3 @@ def test_matching_scores_equal_numpy():
                 dice = (2 * (s * t).sum() + 1) / (s.sum() + t.sum() + 1)
                 expected = probs[n, labels[b, g]] + 3 * dice
                 assert abs(ours[0, b, n, g] - expected) < 1e-5
-
-
-def test_matched_query_mask():
-    query_index = jnp.asarray([[[2, 0, 1]]])
-    valid = jnp.asarray([[True, False, True]])
-    mask = np.asarray(matching.matched_query_mask(query_index, valid, 4))
-    np.testing.assert_array_equal(mask, [[[False, True, True, False]]])

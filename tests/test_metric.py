@@ -1,6 +1,6 @@
 """The YouTube-VIS / OVIS metric: hand-worked cases and randomised sets against an independent,
 deliberately slow re-derivation of the official algorithm written here from
-docs/ytvis_eval.md (dense numpy masks, plain loops, no code shared with the evaluator).
+docs/metric.md (dense numpy masks, plain loops, no code shared with the evaluator).
 """
 
 from __future__ import annotations

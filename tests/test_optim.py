@@ -8,7 +8,7 @@ import optax
 from ifc_jax.train.optim import build_optimizer, learning_rate_schedule, parameter_groups
 
 TRAIN = {"lr": 1e-3, "lr_decay_steps": (2,), "lr_decay_factor": 0.1, "backbone_lr_mult": 0.1,
-         "weight_decay": 1e-2, "grad_clip_norm": 1e9}
+         "weight_decay": 1e-2, "grad_clip_norm": 1e9, "warmup_steps": 0}
 
 
 def _params():
@@ -98,7 +98,7 @@ def test_linear_warmup_then_step_decay():
     lrs = [float(schedule(step)) for step in range(8)]
     expected = [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4]
     np.testing.assert_allclose(lrs, expected, rtol=1e-6)
-    no_warmup = learning_rate_schedule(1e-3, (6,), 0.1)
+    no_warmup = learning_rate_schedule(1e-3, (6,), 0.1, warmup_steps=0)
     np.testing.assert_allclose([float(no_warmup(s)) for s in (0, 5, 6)], [1e-3, 1e-3, 1e-4],
                                rtol=1e-6)
 

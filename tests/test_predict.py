@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ifc_jax import cli, visualize
+from ifc_jax import cli
+from ifc_jax.api import model as api_model
 from ifc_jax.benchmarks.inference import synthetic_frames, write_synthetic_video
 from ifc_jax.checkpoints import Checkpoints
-from ifc_jax.commands import predict as predict_command
 from ifc_jax.config import load_config
 from ifc_jax.data.clips import load_eval_video
+from ifc_jax.data.masks import decode_rle
+from ifc_jax.data.sources import class_names_and_ids
 from ifc_jax.data.ytvis import Video
 from ifc_jax.evaluation.results import video_results
 from ifc_jax.inference.loading import load_trained_model
@@ -80,7 +82,7 @@ def check_outputs(summary, output, num_frames, height, width, gif_frames):
         assert len(entry["segmentations"]) == num_frames
         for rle in entry["segmentations"]:
             assert rle["size"] == [height, width]
-            assert visualize.decode_rle(rle).shape == (height, width)
+            assert decode_rle(rle).shape == (height, width)
     with Image.open(os.path.join(output, "overlay.gif")) as gif:
         assert gif.format == "GIF" and gif.n_frames == gif_frames
         assert gif.size == (width, height)
@@ -112,10 +114,12 @@ def test_predict_frame_folder_matches_the_predictor_on_evaluation_frames(capsys,
     video = load_eval_video(Video(1, HEIGHT, WIDTH, tuple(setup["names"]), paths),
                             config.data.test_short_side, config.data.test_max_size)
     model, variables = load_trained_model(config, setup["workdir"])
-    prediction = VideoPredictor(model, variables, window_frames=5, window_stride=1).predict(
+    prediction = VideoPredictor(model, variables, window_frames=5, window_stride=1,
+                               match_threshold=0.05).predict(
         video["frames"], NUM_FRAMES, (video["height"], video["width"]), (HEIGHT, WIDTH))
     expected = video_results(1, prediction.class_probs, prediction.segmentations,
-                             [c["id"] for c in CATEGORIES], class_threshold=0.01)
+                             [c["id"] for c in CATEGORIES], class_threshold=0.01,
+                             multi_class=True, drop_empty=False, min_pixels=0)
     assert results == json.loads(json.dumps(expected))
 
 
@@ -197,26 +201,26 @@ def test_bad_min_track_pixels_fails_before_the_model_loads(capsys, setup, tmp_pa
 def test_class_names_from_the_dataset_json_or_generic(tiny_config, tmp_path, caplog,
                                                       monkeypatch):
     tiny_config.data.root = str(tmp_path)
-    assert predict_command.class_names_and_ids(tiny_config) == (
+    assert class_names_and_ids(tiny_config.data, 4) == (
         ["class 0", "class 1", "class 2", "class 3"], [1, 2, 3, 4], None)
     (tmp_path / "train.json").write_text(json.dumps({"categories": CATEGORIES[::-1]}))
-    names, ids, source = predict_command.class_names_and_ids(tiny_config)
+    names, ids, source = class_names_and_ids(tiny_config.data, 4)
     assert (names, ids) == (["disk", "square", "triangle", "cross"], [3, 7, 9, 12])
     assert source == str(tmp_path / "train.json")
     # A category count that does not fit the model: generic names, and a warning says why.
     (tmp_path / "valid.json").write_text(json.dumps({"categories": CATEGORIES[:2]}))
-    monkeypatch.setattr(logging.getLogger("ifc_jax.predict"), "propagate", True)
-    with caplog.at_level(logging.WARNING, logger="ifc_jax.predict"):
-        assert predict_command.class_names_and_ids(tiny_config)[2] is None
+    monkeypatch.setattr(logging.getLogger("ifc_jax.data"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="ifc_jax.data"):
+        assert class_names_and_ids(tiny_config.data, 4)[2] is None
     assert "2 categories" in caplog.text
 
 
 def test_progress_passes_frames_through_and_logs(monkeypatch, caplog):
-    monkeypatch.setattr(predict_command, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(api_model, "PROGRESS_SECONDS", 0.0)
     logger = logging.getLogger("ifc_jax.predict")
     monkeypatch.setattr(logger, "propagate", True)
     with caplog.at_level(logging.INFO, logger="ifc_jax.predict"):
-        assert list(predict_command.with_progress(iter(range(5)), 5)) == [0, 1, 2, 3, 4]
+        assert list(api_model.with_progress(iter(range(5)), 5)) == [0, 1, 2, 3, 4]
     assert "predict: 4/5 frames (80%)" in caplog.text
 
 
@@ -226,7 +230,7 @@ def test_predict_and_inference_benchmark_import_no_tensorflow():
     modules = ["ifc_jax.commands.predict", "ifc_jax.commands.benchmark",
                "ifc_jax.inference.video", "ifc_jax.visualize",
                "ifc_jax.benchmarks.inference", "ifc_jax.inference.loading",
-               "ifc_jax.inference.predictor", "ifc_jax.evaluation.results",
+               "ifc_jax.inference.predictor", "ifc_jax.evaluation.results", "ifc_jax.api",
                "ifc_jax.data.sources", "ifc_jax.data.ytvis", "ifc_jax.config"]
     code = (f"import sys, importlib\nfor name in {modules!r}: importlib.import_module(name)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "

@@ -10,15 +10,23 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-from ifc_jax.evaluation.results import (
-    TrackMasks,
-    empty_rle,
-    encode_mask_rle,
-    video_results,
-    write_results_json,
-)
+from ifc_jax.data.masks import empty_rle, encode_rle
+from ifc_jax.evaluation.results import video_results as results_of_video
+from ifc_jax.evaluation.results import write_results_json
 from ifc_jax.evaluation.ytvis_metric import evaluate_results
-from ifc_jax.inference.tracking import ClipTracker, StrideEightUpsampler, keep_object_queries
+from ifc_jax.inference.tracking import (
+    ClipTracker,
+    StrideEightUpsampler,
+    TrackMasks,
+    keep_object_queries,
+)
+
+# configs/base.py's inference options, as video_results takes them.
+BASE_OPTIONS = dict(class_threshold=0.01, multi_class=True, drop_empty=False, min_pixels=0)
+
+
+def video_results(*args, **options):
+    return results_of_video(*args, **{**BASE_OPTIONS, **options})
 
 
 def decode(rle):
@@ -28,12 +36,12 @@ def decode(rle):
 def test_rle_round_trip_and_format():
     rng = np.random.default_rng(0)
     mask = rng.random((7, 11)) > 0.6
-    rle = encode_mask_rle(mask)
+    rle = encode_rle(mask)
     assert rle["size"] == [7, 11] and isinstance(rle["counts"], str)
     np.testing.assert_array_equal(decode(rle), mask)
     assert not decode(empty_rle(5, 3)).any() and empty_rle(5, 3)["size"] == [5, 3]
     with pytest.raises(ValueError):
-        encode_mask_rle(np.zeros((2, 3, 4), bool))
+        encode_rle(np.zeros((2, 3, 4), bool))
 
 
 def test_track_masks_fill_missing_frames_with_empty_rle():
@@ -52,7 +60,7 @@ def test_track_masks_fill_missing_frames_with_empty_rle():
 
 
 def test_multi_class_entries_and_category_mapping():
-    segs_a, segs_b = [empty_rle(2, 2)], [encode_mask_rle(np.ones((2, 2), bool))]
+    segs_a, segs_b = [empty_rle(2, 2)], [encode_rle(np.ones((2, 2), bool))]
     # K = 3 real classes mapped to dataset ids 3, 7, 42; last entry = no object.
     probs_a = np.array([0.5, 0.02, 0.01, 0.47])  # 0.01 is not > 0.01: excluded
     probs_b = np.array([0.005, 0.9, 0.03, 0.065])
@@ -76,7 +84,7 @@ def test_drop_empty_leaves_out_tracks_empty_in_every_frame():
     one_pixel = np.zeros((3, 4), bool)
     one_pixel[2, 3] = True
     empty_track = [empty_rle(3, 4)] * 3
-    late_track = [empty_rle(3, 4), empty_rle(3, 4), encode_mask_rle(one_pixel)]
+    late_track = [empty_rle(3, 4), empty_rle(3, 4), encode_rle(one_pixel)]
     probs = [np.array([0.9, 0.1]), np.array([0.6, 0.4])]
     kept = video_results(2, probs, [empty_track, late_track], [5], drop_empty=True)
     assert [e["score"] for e in kept] == [0.6]  # a single pixel in the last frame counts
@@ -86,15 +94,13 @@ def test_drop_empty_leaves_out_tracks_empty_in_every_frame():
 
 
 def test_min_pixels_leaves_out_tracks_under_that_many_pixels_in_all_frames():
-    import ml_collections
-
+    from ifc_jax.config import load_config
     from ifc_jax.evaluation.results import result_options
-    from ifc_jax.io import UserError
 
     def block(rows):  # the first `rows` rows of a 4x4 frame
         mask = np.zeros((4, 4), bool)
         mask[:rows] = True
-        return encode_mask_rle(mask)
+        return encode_rle(mask)
 
     speck = [block(1), empty_rle(4, 4)]  # 4 pixels
     small = [block(1), block(1)]  # 8 pixels over two frames
@@ -102,12 +108,9 @@ def test_min_pixels_leaves_out_tracks_under_that_many_pixels_in_all_frames():
     kept = video_results(2, probs, [speck, small], [5], min_pixels=8)
     assert [e["score"] for e in kept] == [0.6]
     assert len(video_results(2, probs, [speck, small], [5], min_pixels=4)) == 2
-    inference = ml_collections.ConfigDict({"class_threshold": 0.01, "multi_class": True,
-                                           "min_track_pixels": 8})
-    assert result_options(inference)["min_pixels"] == 8
-    inference.min_track_pixels = -1
-    with pytest.raises(UserError, match="min_track_pixels"):
-        result_options(inference)
+    inference = load_config("toy").inference
+    assert result_options(inference) == dict(class_threshold=0.01, multi_class=True,
+                                             drop_empty=True, min_pixels=64)
 
 
 def test_write_results_json_is_atomic(tmp_path):
@@ -153,7 +156,7 @@ def test_tracker_to_results_to_metric_end_to_end(tmp_path):
 
     upsampler = StrideEightUpsampler(resized, orig)
     store = TrackMasks(num_frames, *orig)
-    tracker = ClipTracker(num_frames, lambda track, t, logits: store.add(
+    tracker = ClipTracker(num_frames, 0.05, lambda track, t, logits: store.add(
         track, t, upsampler(logits)), valid_size=upsampler.valid_size)
     labels = (0, 1)  # contiguous classes; dataset ids 10 and 20
     for start in range(0, num_frames - 4):
@@ -186,7 +189,7 @@ def test_tracker_to_results_to_metric_end_to_end(tmp_path):
         masks = [expected_mask(index, t) for t in range(num_frames)]
         gt["annotations"].append({"id": index + 1, "video_id": 5, "category_id": category,
                                   "iscrowd": 0,
-                                  "segmentations": [encode_mask_rle(m) for m in masks],
+                                  "segmentations": [encode_rle(m) for m in masks],
                                   "areas": [int(m.sum()) for m in masks]})
     metrics = evaluate_results(gt, json.loads(path.read_text()))
     assert metrics["AP"] == pytest.approx(1.0, abs=1e-12)

@@ -37,7 +37,8 @@ def test_predictor_programs_add_up_to_the_model_forward(tiny_config):
     frames = jax.ShapeDtypeStruct((1, 3, 64, 96, 3), jnp.uint8)
     padding = jax.ShapeDtypeStruct((1, 3, 64, 96), jnp.bool_)
     variables = abstract_init(model, frames, padding)
-    predictor = VideoPredictor(model, variables, window_frames=3)
+    predictor = VideoPredictor(model, variables, window_frames=3, window_stride=1,
+                               match_threshold=0.05)
     counts = roofline.predictor_counts(predictor, 64, 96)
     whole = count_flops(model.apply, variables, frames, padding)
     assert counts["chunk"] + counts["window"] == whole

@@ -1,4 +1,5 @@
-"""Clip tracking (SPEC §8.2-8.3): identities across overlapping windows, against a dense
+"""Clip tracking (docs/inference.md#windows, #merging-windows): identities across overlapping
+windows, against a dense
 reference written here from the spec text, bounded memory on long videos, > 50 tracks, and
 the stride-8 crop + bilinear upsampling rule against jax.image.resize."""
 
@@ -25,7 +26,8 @@ GRID = (12, 16)  # stride-8 grid (h8, w8)
 
 
 def window_starts(length, window, stride):
-    """SPEC §8.2: starts 0, S, 2S, ...; the window reaching the end is right-aligned, last."""
+    """docs/inference.md#windows: starts 0, S, 2S, ...; the window reaching the end is
+    right-aligned, last."""
     starts = []
     for start in range(0, length, stride):
         if start + window >= length:
@@ -81,7 +83,7 @@ def synthetic_windows(objects, length, window, stride, rng, noise=0.5, missed=()
 
 
 def run_tracker(windows, length, callback=None):
-    tracker = ClipTracker(length, on_final_frame=callback)
+    tracker = ClipTracker(length, 0.05, on_final_frame=callback)
     for start, probs, logits in windows:
         tracker.add_window(start, *keep_object_queries(probs, logits))
     return tracker.finish()
@@ -117,7 +119,8 @@ def moving_box(length, y0, x0, dy, dx, size=(3, 3), visible=None):
 # ============================================================================ the reference
 
 def reference_tracking(windows, length):
-    """SPEC §8.3 with dense full-video buffers per (window, track), no cap, plain loops.
+    """docs/inference.md#merging-windows with dense full-video buffers per (window, track), no
+    cap, plain loops.
 
     Returns (assignments: per window the track id of each kept instance, mean logits per
     track (L, h8, w8) with NaN where no window, class probs per track)."""
@@ -226,7 +229,7 @@ def test_scores_are_averaged_over_windows(cells, expected_tracks):
     wide = np.full((3, 1, 25), -big, np.float32)
     wide[:, 0, :cells] = big
     probs = np.array([[0.9, 0.1]])
-    tracker = ClipTracker(5)
+    tracker = ClipTracker(5, 0.05)
     tracker.add_window(0, probs, one_hot[None])
     tracker.add_window(1, probs, one_hot[None])
     tracker.add_window(2, probs, wide[None])
@@ -339,7 +342,7 @@ def test_long_video_keeps_bounded_state():
         assert logits.shape == GRID
         calls[track_id, frame] = calls.get((track_id, frame), 0) + 1
 
-    tracker = ClipTracker(length, on_final_frame=sink)
+    tracker = ClipTracker(length, 0.05, on_final_frame=sink)
     states = []
     for start, probs, logits in synthetic_windows(objects, length, window, 1, rng,
                                                   spurious=5):
@@ -380,7 +383,7 @@ def test_padding_cells_are_cropped_before_matching():
     probs = np.array([[0.9, 0.1]])
     outcomes = []
     for valid_size in (None, (4, 6)):
-        tracker = ClipTracker(4, valid_size=valid_size)
+        tracker = ClipTracker(4, 0.05, valid_size=valid_size)
         tracker.add_window(0, probs, window_logits(0, 0))
         tracker.add_window(1, probs, window_logits(2, 4))
         tracks = tracker.finish()
@@ -391,7 +394,7 @@ def test_padding_cells_are_cropped_before_matching():
 
 
 def test_windows_must_come_in_order():
-    tracker = ClipTracker(10)
+    tracker = ClipTracker(10, 0.05)
     tracker.add_window(3, np.zeros((0, 5)), np.zeros((0, 5, 2, 2)))
     with pytest.raises(ValueError, match="out of order"):
         tracker.add_window(2, np.zeros((0, 5)), np.zeros((0, 5, 2, 2)))

@@ -112,8 +112,8 @@ def test_device_matcher_gives_the_same_step(setup):
     ("data.root=/nonexistent", "config.data.root"),
 ])
 def test_bad_config_refused_before_compiling(tmp_path, override, needle):
+    from ifc_jax.api import train
     from ifc_jax.config import apply_override
-    from ifc_jax.train.loop import train
 
     config = load_config("configs/tiny.py")
     config.data.dataset = "ytvis19"  # a real dataset: its files must exist

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from ifc_jax import visualize
-from ifc_jax.evaluation.results import empty_rle, encode_mask_rle
+from ifc_jax.data.masks import decode_rle, empty_rle, encode_rle
 
 
 def test_track_colours_are_distinct_and_stable():
@@ -82,8 +82,8 @@ def test_write_overlays_gif_and_keyframes(tmp_path):
     for t in range(num_frames):
         masks[t, 10:30, 5 + 3 * t: 25 + 3 * t] = True
     track = visualize.DisplayTrack(0, "disk 0.80", 0.8, (255, 0, 0),
-                                   [encode_mask_rle(m) for m in masks])
-    np.testing.assert_array_equal(visualize.decode_rle(track.segmentations[4]), masks[4])
+                                   [encode_rle(m) for m in masks])
+    np.testing.assert_array_equal(decode_rle(track.segmentations[4]), masks[4])
     gif_indices, key_indices = visualize.overlay_frame_indices(num_frames, 5, 2)
     assert (gif_indices, key_indices) == ([0, 2, 4, 6, 8], [0, 8])
     written = visualize.write_overlays(

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifc_jax.checkpoints import Checkpoints, load_params, load_variables, merge_params
+from ifc_jax.checkpoints import Checkpoints, load_variables, merge_params
 from ifc_jax.io import UserError
 
 
@@ -24,10 +24,10 @@ def test_init_from_takes_all_but_the_excluded_prefixes(tmp_path):
     checkpoints.close()
     for path in (tmp_path / "source", tmp_path / "source" / "checkpoints",
                  tmp_path / "source" / "checkpoints" / "7"):
-        params = load_params(str(path))
+        params = load_variables(str(path))["params"]
         np.testing.assert_array_equal(params["decoder"]["w"], np.full((4,), 2.0))
     target = _state(0.0)["params"]
-    merged, taken, kept = merge_params(target, load_params(str(tmp_path / "source")),
+    merged, taken, kept = merge_params(target, load_variables(str(tmp_path / "source"))["params"],
                                        ("class_embed",))
     np.testing.assert_array_equal(merged["class_embed"]["w"], np.zeros((3, 2)))  # excluded
     np.testing.assert_array_equal(merged["decoder"]["w"], np.full((4,), 2.0))
@@ -52,4 +52,4 @@ def test_mis_shaped_or_missing_checkpoints_fail_clearly(tmp_path):
     with pytest.raises(UserError, match=r"decoder/w has shape \(4,\) in the checkpoint"):
         merge_params(target, source)
     with pytest.raises(UserError, match="no orbax checkpoint found"):
-        load_params(str(tmp_path))
+        load_variables(str(tmp_path))

@@ -3,7 +3,7 @@ r"""Draws the README's architecture picture: docs/images/architecture.png.
   .venv/bin/python docs/figures/architecture.py [OUTPUT.png]
 
 Boxes and arrows only (matplotlib); the labels name our modules (`ifc_jax/models/`) and the
-tensor shapes of SPEC §1-5 for a T-frame clip.
+tensor shapes of docs/model.md for a T-frame clip.
 """
 
 from __future__ import annotations

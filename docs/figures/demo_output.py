@@ -20,9 +20,9 @@ from PIL import Image
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)
 
-from ifc_jax.data.masks import decode_segmentation  # noqa: E402
+from ifc_jax.data.masks import decode_rle, decode_segmentation  # noqa: E402
 from ifc_jax.data.toy import CLASSES  # noqa: E402
-from ifc_jax.visualize import decode_rle, draw_overlay, evenly_spaced, track_colour  # noqa: E402
+from ifc_jax.visualize import draw_overlay, evenly_spaced, track_colour  # noqa: E402
 
 MIN_SCORE = 0.3
 ENLARGE = 3

@@ -1,9 +1,9 @@
 """Throughput of the training clip pipeline (clips/s), at the paper's clip settings.
 
-The paper's YouTube-VIS recipe (SPEC §7.3) is pinned whatever the config says: T = 5, short
-side from (360, 480), long side <= 1333, padded to 480 x 864. The batch size and
-`max_instances` come from the config. The source is the toy dataset by default (YouTube-VIS
-cannot be downloaded on a fresh machine) or the config's own dataset.
+The paper's YouTube-VIS recipe (docs/training.md#ytvis-finetuning) is pinned whatever the
+config says: T = 5, short side from (360, 480), long side <= 1333, padded to 480 x 864. The
+batch size and `max_instances` come from the config. The source is the toy dataset by default
+(YouTube-VIS cannot be downloaded on a fresh machine) or the config's own dataset.
 
 Measured: one process's pipeline (decode, resize, flip, pad, build targets, batch) as the train
 loop sees it, numpy batches out, after `warmup_batches` batches (graph building, thread start).
@@ -56,8 +56,8 @@ def benchmark_train_pipeline(config: Any, *, source: str = "toy", toy_root: str 
     settings = clips.ClipSettings.from_config(data_config)
     stream = pipeline.make_train_dataset(
         dataset, settings, batch_size=batch_size, seed=seed, process_index=0, process_count=1,
-        num_parallel_calls=int(data_config.get("num_parallel_calls", -1)),
-        prefetch_batches=int(data_config.get("prefetch_batches", 2)))
+        num_parallel_calls=data_config.num_parallel_calls,
+        prefetch_batches=data_config.prefetch_batches)
     batches = pipeline.numpy_batches(stream)
     try:
         start = time.perf_counter()
@@ -97,13 +97,6 @@ def benchmark_train_pipeline(config: Any, *, source: str = "toy", toy_root: str 
         },
         "cpu_count": os.cpu_count(),
     }
-
-
-def run_benchmark(config: Any, args: Any) -> dict[str, Any]:
-    """The `benchmark --what data` entry point (arguments: see commands/benchmark.py)."""
-    return benchmark_train_pipeline(config, source=args.source, toy_root=args.toy_root,
-                                    batch_size=args.batch_size or None,
-                                    num_batches=args.batches, warmup_batches=args.warmup)
 
 
 def format_result(result: dict[str, Any]) -> str:

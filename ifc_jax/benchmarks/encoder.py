@@ -118,32 +118,6 @@ def plot_encoder_benchmark(result: dict, path: str) -> None:
     save_figure_png(figure, path)
 
 
-def run_benchmark(config, args) -> dict:
-    """The `benchmark --what encoder` entry point: sizes from `config.model`."""
-    from ifc_jax.config import COMMUNICATION_VARIANTS
-    from ifc_jax.io import UserError
-
-    variants = args.variants or list(VARIANTS)
-    unknown = [v for v in variants if v not in COMMUNICATION_VARIANTS]
-    if unknown:
-        raise UserError(f"--variants: unknown {unknown[0]!r}; expected "
-                        f"{', '.join(COMMUNICATION_VARIANTS)}")
-    if any(t < 1 for t in args.clip_lengths) or args.repeats < 1:
-        raise UserError("--clip-lengths and --repeats must be >= 1")
-    if args.plot and not args.plot.lower().endswith(".png"):
-        raise UserError(f"--plot {args.plot}: give a .png file name")
-    model = config.model
-    result = benchmark_encoders(
-        height=args.height or 360, width=args.width or 640, frames=tuple(args.clip_lengths),
-        variants=variants, memory=model.num_memory_tokens, hidden_dim=model.hidden_dim,
-        num_heads=model.num_heads, dim_feedforward=model.dim_feedforward,
-        repeats=args.repeats, dtype=model.dtype)
-    if args.plot:
-        plot_encoder_benchmark(result, args.plot)
-        result["plot"] = args.plot
-    return result
-
-
 def format_result(result: dict) -> str:
     from ifc_jax.io import format_table
 

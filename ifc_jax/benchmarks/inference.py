@@ -1,4 +1,6 @@
-"""Inference speed (frames/s) of whole-video prediction, near-online and offline (SPEC §8.6).
+"""Inference speed (frames/s) of whole-video prediction, near-online and offline.
+
+The convention: docs/inference.md#fps.
 
 Measured the paper's way: wall time from the video's frames (decoded, resized, in memory) to
 its final per-video results (backbone once per frame, every window's encoder/decoder/heads,
@@ -16,7 +18,7 @@ Beside it, model-only frames/s: the same jitted device programs the predictor ru
 features once per frame in chunks of T, every window's clip forward on features gathered on
 the device), on the video already on the device, blocked once on all outputs at the end: no
 tracking, no RLE, no per-window copy to the host. Each setting also gets its roofline
-(`tools/roofline.py`): counted FLOPs per frame, achieved TFLOP/s and the fraction of the
+(`benchmarks/roofline.py`): counted FLOPs per frame, achieved TFLOP/s and the fraction of the
 measured matrix-unit peak at the compute dtype. `--dtypes float32 bfloat16` runs both compute
 precisions in one call (default: config.model.dtype); `--attention` picks the attention kernel.
 
@@ -59,10 +61,8 @@ def random_model(config: Any, seed: int = 0) -> tuple[Any, Any]:
     import jax
     import jax.numpy as jnp
 
-    from ifc_jax.config import validate_model_config
     from ifc_jax.models.ifc import IFC
 
-    validate_model_config(config.model)
     model = IFC.from_config(config.model)
     variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 1, 64, 64, 3), jnp.uint8),
                                     jnp.zeros((1, 1, 64, 64), bool))
@@ -110,7 +110,8 @@ def _model_only(predictor: Any, frames: np.ndarray, repeats: int) -> dict[str, f
 
 def limit_kept_queries(predictor: Any, frames: np.ndarray, kept: int) -> Any:
     """`predictor.variables` with the no-object logit's bias raised so that `kept` queries of
-    the video's first window have a real class as arg-max (SPEC §8.2's kept instances).
+    the video's first window have a real class as arg-max (the kept instances of
+    docs/inference.md#kept-instances).
 
     A random class head keeps about K/(K+1) of the N queries of every window, far more than a
     trained model (a handful), which inflates the tracking and RLE work; later windows of the
@@ -238,16 +239,6 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
         "model": roofline.model_info(config.model),
         "device": roofline.device_info(),
     }
-
-
-def run_benchmark(config: Any, args: Any) -> dict[str, Any]:
-    """The `benchmark --what inference` entry point (arguments: see commands/benchmark.py)."""
-    result = benchmark_inference(config, height=args.height or 128, width=args.width or 224,
-                                 num_frames=args.frames, repeats=args.repeats,
-                                 dtypes=tuple(args.dtypes or ()), peak_size=args.peak_size,
-                                 kept_queries=args.kept_queries)
-    result["config"] = args.config
-    return result
 
 
 def format_result(result: dict[str, Any]) -> str:

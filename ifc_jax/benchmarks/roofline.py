@@ -1,8 +1,8 @@
 """Roofline figures for the benchmarks: counted model FLOPs, measured matrix-unit peak, fraction.
 
 Conventions (two, kept apart):
-* The paper's FLOPs (SPEC §9, `tools/flops.py`, `main.py summary`) are multiply-adds (MACs),
-  with norms at 5 per element. They are reported here as `gmacs_*`.
+* The paper's FLOPs (docs/flops.md, `ifc_jax/flops.py`, `main.py summary`) are multiply-adds
+  (MACs), with norms at 5 per element. They are reported here as `gmacs_*`.
 * Hardware peaks count a multiply-add as 2 FLOPs, so the roofline uses
   FLOPs = 2 x (matmul + convolution MACs) of the traced program. Norms, softmax and other
   elementwise work do not run on the matrix units and are left out of the roofline count

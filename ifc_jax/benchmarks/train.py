@@ -11,7 +11,7 @@ slots (the rest invalid). Random weights: speed does not depend on them.
 
 Timing: compilation (lower + compile, reported apart), then --warmup untimed steps, then
 --batches steps, each blocked on its result; median and mean step time, clips/s and frames/s
-from the median. FLOPs per step are counted from the traced step (`tools/roofline.py`):
+from the median. FLOPs per step are counted from the traced step (`benchmarks/roofline.py`):
 forward, backward and optimiser, 2 FLOPs per multiply-add, with the forward pass alone beside.
 
   python main.py benchmark --what train --json --batches 2 --warmup 1       # tiny, CPU
@@ -151,11 +151,11 @@ def benchmark_train(config: Any, *, steps: int, warmup: int, batch_size: int = 0
     import jax
 
     from ifc_jax.benchmarks import roofline
-    from ifc_jax.config import validate_train_config
+    from ifc_jax.train.loop import check_batch_split
 
     if batch_size:
         config.train.batch_size = batch_size
-    validate_train_config(config, jax.device_count(), jax.process_count())
+    check_batch_split(config.train.batch_size, jax.device_count(), jax.process_count())
     dtypes = roofline.check_dtypes(dtypes or (str(config.model.dtype),))
     runs = [_time_dtype(config, dtype, steps, warmup, peak_size, seed) for dtype in dtypes]
     data = config.data
@@ -171,15 +171,6 @@ def benchmark_train(config: Any, *, steps: int, warmup: int, batch_size: int = 0
         "model": roofline.model_info(config.model),
         "device": roofline.device_info(),
     }
-
-
-def run_benchmark(config: Any, args: Any) -> dict[str, Any]:
-    """The `benchmark --what train` entry point (arguments: see commands/benchmark.py)."""
-    result = benchmark_train(config, steps=args.batches, warmup=args.warmup,
-                             batch_size=args.batch_size, dtypes=tuple(args.dtypes or ()),
-                             peak_size=args.peak_size)
-    result["config"] = args.config
-    return result
 
 
 def format_result(result: dict[str, Any]) -> str:

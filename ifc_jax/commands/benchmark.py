@@ -14,16 +14,18 @@
                     with its roofline; random weights, synthetic clips with their masks.
 
 Examples:
-  python main.py benchmark --what data
-  python main.py benchmark --what data --json --batches 50
-  python main.py benchmark --config configs/ifc_r50_ytvis19.py --what data --source config
-  python main.py benchmark --what inference --json                  # tiny model, CPU
-  python main.py benchmark --what encoder --repeats 5 --plot encoder.png  # 360x640, T=1..36
-  python main.py benchmark --what train --json --batches 2 --warmup 1  # tiny model, CPU
-  python main.py benchmark --what inference --config configs/ifc_r50_ytvis19.py \\
+  ifc-jax benchmark --what data
+  ifc-jax benchmark --what data --json --batches 50
+  ifc-jax benchmark --config configs/ifc_r50_ytvis19.py --what data --source config
+  ifc-jax benchmark --what inference --json                  # tiny model, CPU
+  ifc-jax benchmark --what encoder --repeats 5 --plot encoder.png  # 360x640, T=1..36
+  ifc-jax benchmark --what train --json --batches 2 --warmup 1  # tiny model, CPU
+  ifc-jax benchmark --what inference --config configs/ifc_r50_ytvis19.py \\
       --height 360 --width 640 --frames 180 --kept-queries 10 --dtypes bfloat16 float32 --json
-  python main.py benchmark --what train --config configs/ifc_r50_ytvis19.py \\
+  ifc-jax benchmark --what train --config configs/ifc_r50_ytvis19.py \\
       --dtypes bfloat16 float32 --json                              # the recipe's step, GPU
+  ifc-jax benchmark --what inference --config.model.dtype=bfloat16 \\
+      --config.model.attention=cudnn               # force cuDNN flash attention (NVIDIA GPU)
 """
 
 from __future__ import annotations
@@ -32,27 +34,22 @@ import argparse
 import logging
 import sys
 
-# --what name -> (module in ifc_jax.tools, one-line description, default config). Each module
-# has `run_benchmark(config, args) -> dict` and `format_result(dict) -> str`.
-BENCHMARKS: dict[str, tuple[str, str, str]] = {
-    "data": ("ifc_jax.benchmarks.data", "training clip pipeline, clips/s",
-             "configs/ifc_r50_ytvis19.py"),
+# --what name -> (module with format_result(dict) -> str, one-line description).
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "data": ("ifc_jax.benchmarks.data", "training clip pipeline, clips/s"),
     "inference": ("ifc_jax.benchmarks.inference",
-                  "whole-video inference, frames/s near-online and offline", "configs/tiny.py"),
+                  "whole-video inference, frames/s near-online and offline"),
     "encoder": ("ifc_jax.benchmarks.encoder",
-                "the four encoder communication schemes, ms per clip against T",
-                "configs/ifc_r50_ytvis19.py"),
-    "train": ("ifc_jax.benchmarks.train",
-              "the jitted train step at the recipe's shapes, clips/s", "configs/tiny.py"),
+                "the four encoder communication schemes, ms per clip against T"),
+    "train": ("ifc_jax.benchmarks.train", "the jitted train step at the recipe's shapes, clips/s"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
-                        help="config file (default: "
-                             + ", ".join(f"{v[2]} for {k}" for k, v in BENCHMARKS.items())
-                             + "); data: batch size and max_instances come from it; "
-                               "inference: the model")
+                        help="recipe name or config file (default: ifc_r50_ytvis19 for data "
+                             "and encoder, tiny for inference and train); data: batch size "
+                             "and max_instances come from it; the others: the model")
     parser.add_argument("--what", choices=sorted(BENCHMARKS), default="data",
                         help="; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()))
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -92,33 +89,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peak-size", type=int, default=0,
                         help="inference, train: n of the n x n x n matmul that measures the "
                              "matrix-unit peak (default: 8192 on GPU/TPU, 1024 on CPU)")
-    parser.add_argument("--attention", choices=("auto", "xla", "cudnn"), default=None,
-                        help="attention kernel (default: $IFC_JAX_ATTENTION or auto = cuDNN "
-                             "flash attention for 16-bit compute on NVIDIA GPUs, else XLA)")
 
 
 def run(args: argparse.Namespace) -> int:
     import importlib
 
+    from ifc_jax import api
+    from ifc_jax.api.reports import BENCHMARK_RECIPES
     from ifc_jax.config import load_config
-    from ifc_jax.io import UserError, print_json
+    from ifc_jax.io import print_json
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
-    if args.batches < 1 or args.warmup < 0 or args.batch_size < 0 or args.peak_size < 0:
-        raise UserError("--batches must be >= 1, --warmup, --batch-size and --peak-size >= 0")
-    if args.config is None:
-        args.config = BENCHMARKS[args.what][2]
-    config = load_config(args.config, args.config_overrides)
-    module = importlib.import_module(BENCHMARKS[args.what][0])
-    if args.attention:
-        from ifc_jax.models.attention import attention_implementation
-
-        with attention_implementation(args.attention):
-            result = module.run_benchmark(config, args)
-    else:
-        result = module.run_benchmark(config, args)
+    config_name = args.config or BENCHMARK_RECIPES[args.what]
+    result = api.run_benchmark(
+        args.what, load_config(config_name, args.config_overrides), batches=args.batches,
+        warmup=args.warmup, batch_size=args.batch_size, source=args.source,
+        toy_root=args.toy_root, height=args.height, width=args.width, frames=args.frames,
+        clip_lengths=args.clip_lengths, variants=args.variants, plot=args.plot,
+        repeats=args.repeats, kept_queries=args.kept_queries, dtypes=args.dtypes or (),
+        peak_size=args.peak_size)
+    result["config"] = config_name
     if args.json:
         print_json(result)
     else:
-        print(module.format_result(result))
+        print(importlib.import_module(BENCHMARKS[args.what][0]).format_result(result))
     return 0

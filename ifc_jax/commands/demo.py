@@ -1,7 +1,7 @@
 """The whole system on the built-in toy dataset: data, training, tracking, scoring, pictures.
 
-  python main.py demo                                   # workdir: workdirs/demo
-  python main.py demo --workdir workdirs/demo_nocomm --config.model.communication=no_comm
+  ifc-jax demo                                   # workdir: workdirs/demo
+  ifc-jax demo --workdir workdirs/demo_nocomm --config.model.communication=no_comm
 
 Needs no download and no GPU (about 13 minutes on a 2-core CPU). Re-running resumes training
 or reuses a finished run, then evaluates and renders again.
@@ -16,16 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default="workdirs/demo",
                         help="checkpoints, evaluation and pictures (default: workdirs/demo)")
     parser.add_argument("--config", default=None,
-                        help="config file (default: configs/toy.py); --config.KEY=VALUE "
+                        help="recipe name or config file (default: toy); --config.KEY=VALUE "
                              "overrides apply to it")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifc_jax.demo import DEMO_CONFIG, SUMMARY_METRICS, run_demo
+    from ifc_jax import api
+    from ifc_jax.api.demo import DEMO_RECIPE, SUMMARY_METRICS
     from ifc_jax.io import print_json
 
-    summary = run_demo(args.workdir, args.config_overrides, args.config or DEMO_CONFIG)
+    summary = api.run_demo(args.workdir, args.config or DEMO_RECIPE, args.config_overrides)
     if args.json:
         print_json(summary)
         return 0

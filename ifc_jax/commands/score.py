@@ -1,13 +1,13 @@
 """Score a results.json against YouTube-VIS / OVIS ground truth with the official metric.
 
 AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl exactly as the official
-YouTube-VIS evaluator computes them (docs/ytvis_eval.md, quirks included); with OVIS ground
+YouTube-VIS evaluator computes them (docs/metric.md, quirks included); with OVIS ground
 truth (per-frame `occlusion` labels) also AP/AR for slight, moderate and heavy occlusion.
 Values are fractions in [0, 1]; -1 means undefined (no ground truth in that range).
 
 Examples:
-  python main.py score --gt data/ytvis_2019/valid_sub.json --results workdir/eval/results.json
-  python main.py score --gt GT.json --results results.json --json
+  ifc-jax score --gt data/ytvis_2019/valid_sub.json --results workdir/eval/results.json
+  ifc-jax score --gt GT.json --results results.json --json
 """
 
 from __future__ import annotations
@@ -30,27 +30,25 @@ def _format_value(value: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifc_jax.evaluation.ytvis_metric import evaluate, load_ground_truth, load_results
+    from ifc_jax import api
     from ifc_jax.io import format_table, print_json
 
-    gt = load_ground_truth(args.gt)
-    predictions = load_results(args.results, gt)
-    evaluation = evaluate(gt, predictions)
-    if evaluation.dropped_predictions:
-        print(f"note: {evaluation.dropped_predictions} predictions in {args.results} have a "
+    scored = api.score(args.gt, args.results)
+    if scored["dropped_predictions"]:
+        print(f"note: {scored['dropped_predictions']} predictions in {args.results} have a "
               f"category_id not in {args.gt} and were ignored (as the official evaluator does)",
               file=sys.stderr)
-    if evaluation.videos_without_predictions:
-        print(f"note: {evaluation.videos_without_predictions} of {len(gt.videos)} videos in "
+    if scored["videos_without_predictions"]:
+        print(f"note: {scored['videos_without_predictions']} of {scored['videos']} videos in "
               f"{args.gt} have no predictions (their ground truth counts as missed)",
               file=sys.stderr)
     if args.json:
-        print_json(evaluation.metrics)
+        print_json(scored["metrics"])
         return 0
-    kind = "YouTube-VIS metric with OVIS occlusion ranges" if gt.has_occlusion else \
+    kind = "YouTube-VIS metric with OVIS occlusion ranges" if scored["occlusion"] else \
         "YouTube-VIS metric"
-    print(f"{kind} (segm): {len(gt.videos)} videos, {len(gt.category_ids)} categories, "
-          f"{evaluation.num_predictions} predictions")
-    print(format_table(["metric", "value"],
-                       [[key, _format_value(value)] for key, value in evaluation.metrics.items()]))
+    print(f"{kind} (segm): {scored['videos']} videos, {scored['categories']} categories, "
+          f"{scored['predictions']} predictions")
+    print(format_table(["metric", "value"], [[key, _format_value(value)]
+                                             for key, value in scored["metrics"].items()]))
     return 0

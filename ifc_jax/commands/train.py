@@ -1,15 +1,19 @@
-"""Train IFC: `python main.py train --config CFG --workdir DIR [--config.KEY=VALUE ...]`.
+"""Train a model: checkpoints, TensorBoard logs and train_metrics.jsonl in --workdir.
 
-Resumes automatically from the latest checkpoint in DIR/checkpoints. SIGTERM (preemption)
-saves a checkpoint and exits cleanly; Ctrl-C stops without saving beyond the last periodic
-checkpoint. TensorBoard event files go to DIR.
+`train --config CFG --workdir DIR` trains CFG (a recipe name such as `toy` or
+`ifc_r50_ytvis19`, or a config file) and records the resolved config as DIR/config.json, which
+`evaluate` and `predict` use when their --config is left out. Re-running with the same DIR
+resumes from its latest checkpoint with the same data order and losses. SIGTERM (preemption)
+or a first Ctrl-C saves a checkpoint at the next step boundary and exits with status 0; a
+second Ctrl-C aborts at once (the last periodic checkpoint remains).
 
 Examples:
-  python main.py train --config configs/toy.py --workdir workdirs/toy
-  python main.py train --config configs/ifc_r50_ytvis19.py --workdir workdirs/r50 \\
-      --config.train.init_from=workdirs/coco_r50
-  # one process per host of a multi-host job (TPU pods / SLURM: jax finds the cluster):
-  python main.py train --config configs/ifc_r50_ytvis19.py --workdir gs://bucket/r50 \\
+  ifc-jax train --config toy --workdir workdirs/toy
+  ifc-jax train --config ifc_r50_ytvis19 --workdir workdirs/r50 \\
+      --config.train.init_from=weights/ifc_r50_coco --config.model.dtype bfloat16
+  # one process per host of a multi-host job (TPU pods / SLURM: jax finds the cluster); the
+  # workdir must be a folder every host sees (README, the `train` section):
+  ifc-jax train --config ifc_r50_ytvis19 --workdir /nfs/runs/r50 \\
       --config.distributed.mode=auto
 """
 
@@ -19,17 +23,18 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="config file, e.g. configs/toy.py")
+    parser.add_argument("--config", required=True,
+                        help="a recipe name (toy, tiny, ifc_r50_ytvis19, ...) or config file, "
+                             "optionally with :VARIANT")
     parser.add_argument("--workdir", required=True,
                         help="checkpoints and TensorBoard logs go here; reused to resume")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ifc_jax import api
     from ifc_jax.config import load_config
-    from ifc_jax.train.loop import train
 
-    config = load_config(args.config, args.config_overrides)
-    history = train(config, args.workdir)
+    history = api.train(load_config(args.config, args.config_overrides), args.workdir)
     if history:
         last = history[-1]
         print(f"trained to step {last['step']}: loss {last['loss']:.4f}; "

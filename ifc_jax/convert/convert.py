@@ -1,6 +1,6 @@
 """Official checkpoints -> an orbax checkpoint of our IFC's {'params', 'batch_stats'}.
 
-Which config goes with which source (SPEC §1.1, §10):
+Which config goes with which source (docs/pretrained_weights.md, docs/model.md#input):
   IFC R-50 YouTube-VIS (base_ytvis.yaml)          configs/ifc_r50_ytvis19.py
   IFC R-101 YouTube-VIS (R101_ytvis.yaml)         configs/ifc_r101_ytvis19.py
   IFC COCO-pretrained R-50 (80 classes)           configs/ifc_r50_ytvis19.py
@@ -56,10 +56,8 @@ class Conversion:
 def expected_variables(model_config: Any) -> dict[str, tuple[int, ...]]:
     """'params/...' and 'batch_stats/...' path -> shape, for the config's IFC (no compute)."""
     from ifc_jax.checkpoints import model_variable_shapes
-    from ifc_jax.config import validate_model_config
     from ifc_jax.models.ifc import IFC
 
-    validate_model_config(model_config)
     return model_variable_shapes(IFC.from_config(model_config))
 
 

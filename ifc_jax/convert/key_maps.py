@@ -1,4 +1,4 @@
-"""Names of the official checkpoints -> paths of our Flax variables (SPEC §10.3).
+"""Official checkpoint names -> paths of our Flax variables (docs/model.md#checkpoint-keys).
 
 Every source flavour is first renamed to one canonical naming (detectron2's, which the IFC
 checkpoints use); one rule table then maps canonical names to variable paths such as
@@ -155,7 +155,7 @@ def _encoder_layer(src: str, dst: str) -> list[Rule]:
 
 
 def ifc_rules() -> list[Rule]:
-    """The whole IFC model (SPEC §10.3)."""
+    """The whole IFC model (docs/model.md#checkpoint-keys)."""
     transformer, head = "detr.transformer", "detr.mask_head"
     decoder_layer = f"{transformer}.clip_decoder.layers.{{i}}"
     return [

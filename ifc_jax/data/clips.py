@@ -1,6 +1,6 @@
 """Training clips and evaluation videos from a `YtvisDataset` (numpy + PIL, no TensorFlow).
 
-Training clip recipe (SPEC §7.3, §6.1):
+Training clip recipe (docs/training.md#clips and #targets):
   * frames: a reference frame uniform in [0, L); the other T-1 drawn WITH replacement from
     [ref - range, ref + range] ∩ [0, L) minus ref; all T sorted. With L == 1 the reference
     is repeated T times.
@@ -30,31 +30,20 @@ from ifc_jax.data.masks import is_absent
 from ifc_jax.data.ytvis import Track, Video
 from ifc_jax.io import UserError
 
-PAD_MULTIPLE = 32
-
 
 @dataclasses.dataclass(frozen=True)
 class ClipSettings:
-    """How training clips are sampled, augmented and padded (one per config.data)."""
+    """How training clips are sampled, augmented and padded: `config.data`'s training keys
+    (validated with the config; pad sizes are multiples of 32)."""
 
-    num_frames: int = 5
-    sampling_frame_range: int = 20
-    short_sides: tuple[int, ...] = (360, 480)
-    max_size: int = 1333
-    flip_prob: float = 0.5
-    pad_height: int = 480
-    pad_width: int = 864
-    max_instances: int = 25
-
-    def __post_init__(self):
-        for key in ("pad_height", "pad_width"):
-            value = getattr(self, key)
-            if value <= 0 or value % PAD_MULTIPLE:
-                raise UserError(f"config.data.{key}={value}: must be a positive multiple of "
-                                f"{PAD_MULTIPLE}")
-        if self.num_frames < 1 or not self.short_sides or self.max_instances < 1:
-            raise UserError("config.data: num_frames, short_sides and max_instances must be "
-                            "positive")
+    num_frames: int
+    sampling_frame_range: int
+    short_sides: tuple[int, ...]
+    max_size: int
+    flip_prob: float
+    pad_height: int
+    pad_width: int
+    max_instances: int
 
     @classmethod
     def from_config(cls, data_config: Any) -> ClipSettings:
@@ -80,7 +69,10 @@ class ClipPlan:
 
 def sample_frame_indices(rng: np.random.Generator, length: int, num_frames: int,
                          frame_range: int) -> tuple[np.ndarray, int]:
-    """Returns (sorted frame indices int64 (num_frames,), reference frame) per SPEC §7.3."""
+    """Returns (sorted frame indices int64 (num_frames,), reference frame).
+
+    The sampling rule: docs/training.md#clips.
+    """
     reference = int(rng.integers(length))
     low, high = max(0, reference - frame_range), min(length, reference + frame_range + 1)
     candidates = np.concatenate([np.arange(low, reference), np.arange(reference + 1, high)])

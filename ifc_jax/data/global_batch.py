@@ -8,7 +8,7 @@ the leading (batch) axis over the mesh's `data` axis and replicated over any oth
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -17,12 +17,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ifc_jax.io import UserError
 
 DATA_AXIS = "data"
-
-
-def make_data_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh with axis `data` over `devices` (default: all devices of all processes)."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -54,10 +48,3 @@ def make_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict
         global_batch[name] = jax.make_array_from_process_local_data(sharding, local,
                                                                     global_shape)
     return global_batch
-
-
-def global_batches(local_batches: Iterable[Mapping[str, np.ndarray]],
-                   mesh: Mesh) -> Iterator[dict[str, jax.Array]]:
-    """Maps `make_global_batch` over an iterator of local batches."""
-    for local in local_batches:
-        yield make_global_batch(local, mesh)

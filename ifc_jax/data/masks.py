@@ -9,11 +9,17 @@ A frame's `segmentation` in a YouTube-VIS annotation is one of:
 `decode_segmentation` turns any of them into a boolean (H, W) mask; `encode_mask` writes a
 mask in a chosen encoding. Every encoding written here decodes back to exactly the same
 pixels (polygons are written as pixel-exact rectangles, see `mask_to_polygons`).
+
+This is the one module that calls pycocotools' RLE codec: results.json masks (`encode_rle`,
+`empty_rle`), overlays (`decode_rle`) and the metric (`to_compressed_rle`, `rle_areas`,
+`rle_boxes`, `rle_intersection_area`) all go through it. Compressed RLEs here carry `counts`
+as a str (JSON-ready) or bytes (pycocotools' own); every function accepts both.
 No TensorFlow here: the reader must work on hosts without it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -142,23 +148,81 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     kind = check_segmentation(segmentation, height, width)
     if kind == "absent":
         return None
-    if kind == "rle":
-        rle = segmentation
-    elif kind == "uncompressed_rle":
-        rle = mask_util.frPyObjects(segmentation, height, width)
-    else:
+    if kind == "polygon":
         polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
         if not polygons:
             return np.zeros((height, width), dtype=bool)
-        rle = mask_util.merge(mask_util.frPyObjects(polygons, height, width))
-    mask = mask_util.decode(rle)
-    return mask.astype(bool)
+        segmentation = polygons
+    return decode_rle(to_compressed_rle(segmentation, height, width))
+
+
+def to_compressed_rle(segmentation: dict | list, height: int, width: int) -> dict:
+    """A present frame entry (not null) as a compressed RLE of a (height, width) mask.
+
+    A compressed RLE is returned as it is; an uncompressed RLE and polygons are converted by
+    pycocotools (counts as bytes), polygons merged into one mask. No validation and no
+    filtering: polygons are read exactly as the official evaluator reads them (pycocotools
+    takes a list whose first polygon has 4 numbers for boxes); `decode_segmentation` is the
+    checked reader.
+    """
+    if isinstance(segmentation, dict):
+        if isinstance(segmentation.get("counts"), str | bytes):
+            return segmentation
+        return mask_util.frPyObjects(segmentation, height, width)
+    return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+
+
+def _pycocotools_rle(rle: dict) -> dict:
+    """A compressed RLE with bytes counts and a list size, as pycocotools' C code expects."""
+    counts = rle["counts"]
+    return {"size": list(rle["size"]),
+            "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """bool (H, W) mask of a COCO RLE {"size": [H, W], "counts": str, bytes or list}.
+
+    A list of counts is an uncompressed RLE (see the module docstring); nothing is validated
+    (`decode_segmentation` is the checked reader for user files).
+    """
+    if isinstance(rle["counts"], list):
+        rle = mask_util.frPyObjects(rle, *rle_size(rle))
+    return mask_util.decode(_pycocotools_rle(rle)).astype(bool)
 
 
 def encode_rle(mask: np.ndarray) -> dict:
-    """Compressed COCO RLE of a (H, W) binary mask, counts as a utf-8 string (JSON-ready)."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle["counts"].decode()}
+    """Compressed COCO RLE of a (H, W) binary mask: {"size": [H, W], "counts": utf-8 str}
+    (JSON-ready). ValueError for an array that is not 2-D."""
+    if mask.ndim != 2:
+        raise ValueError(f"expected a (H, W) mask, got shape {mask.shape}")
+    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])],
+            "counts": rle["counts"].decode("utf-8")}
+
+
+def empty_rle(height: int, width: int) -> dict:
+    """The compressed RLE of an all-zero (height, width) mask."""
+    return encode_rle(np.zeros((height, width), np.uint8))
+
+
+def rle_areas(rles: Sequence[dict]) -> np.ndarray:
+    """(N,) int64 set-pixel counts of N compressed RLEs; (0,) for none."""
+    if not rles:  # pycocotools cannot take an empty list
+        return np.zeros(0, np.int64)
+    return mask_util.area([_pycocotools_rle(rle) for rle in rles]).astype(np.int64)
+
+
+def rle_boxes(rles: Sequence[dict]) -> np.ndarray:
+    """(N, 4) float64 COCO boxes [x, y, width, height] of N compressed RLEs (zeros if empty)."""
+    if not rles:
+        return np.zeros((0, 4))
+    return mask_util.toBbox([_pycocotools_rle(rle) for rle in rles])
+
+
+def rle_intersection_area(first: dict, second: dict) -> int:
+    """Pixels set in both of two compressed RLEs of the same size."""
+    both = mask_util.merge([_pycocotools_rle(first), _pycocotools_rle(second)], intersect=True)
+    return int(mask_util.area(both))
 
 
 def encode_uncompressed_rle(mask: np.ndarray) -> dict:

@@ -1,4 +1,4 @@
-"""tf.data pipelines: endless training batches of static shape, and whole videos for evaluation.
+"""tf.data pipeline: endless training batches of static shape.
 
 Training batch (one process's share; B = global batch size / process count, T = num_frames,
 H x W = config.data.pad_height x pad_width, N = config.data.max_instances):
@@ -20,9 +20,7 @@ numpy/PIL code inside `tf.numpy_function`, in parallel, deterministic in order; 
 frame or annotation is raised as one `UserError` line (see `numpy_batches`), never as a
 TensorFlow graph traceback. Hand the batches to `global_batch.make_global_batch`.
 
-Evaluation yields one whole video at a time (`make_eval_dataset` / `eval_videos`): frames
-uint8 (L, h, w, 3) with the short side at test_short_side (long side <= test_max_size), plus
-video_id, orig_height, orig_width, length, height, width (resized) and file_names.
+Evaluation needs no tf.data: `sources.iterate_eval_videos` decodes whole videos on threads.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ import gc
 import os
 import re
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -223,62 +220,6 @@ def train_batches(config: Any, *, start_batch: int = 0, process_index: int | Non
         dataset, clips.ClipSettings.from_config(config.data),
         batch_size=global_batch // process_count, seed=int(config.train.seed),
         start_batch=start_batch, process_index=process_index, process_count=process_count,
-        num_parallel_calls=int(config.data.get("num_parallel_calls", -1)),
-        prefetch_batches=int(config.data.get("prefetch_batches", 2)))
+        num_parallel_calls=config.data.num_parallel_calls,
+        prefetch_batches=config.data.prefetch_batches)
     return numpy_batches(stream)
-
-
-EVAL_FIELDS = (
-    ("frames", "uint8", (None, None, None, 3)),
-    ("video_id", "int32", ()),
-    ("orig_height", "int32", ()),
-    ("orig_width", "int32", ()),
-    ("length", "int32", ()),
-    ("height", "int32", ()),
-    ("width", "int32", ()),
-    ("file_names", "string", (None,)),
-)
-
-
-def make_eval_dataset(dataset: YtvisDataset, short_side: int, max_size: int, *,
-                      process_index: int | None = None, process_count: int | None = None,
-                      num_parallel_calls: int = 2):
-    """tf.data of whole videos (one element per video) for this process's share.
-
-    Process p of P takes videos p, p + P, ... in dataset order. Elements are dicts of the
-    fields in EVAL_FIELDS (file_names as bytes); `eval_videos` gives them as numpy/str.
-    """
-    tf = import_tensorflow()
-    process_index, process_count = _process_defaults(process_index, process_count)
-    positions = sources.shard_videos(len(dataset.videos), process_index, process_count)
-
-    @_tagged_user_errors
-    def load_video(position: np.ndarray) -> list[np.ndarray]:
-        video = clips.load_eval_video(dataset.videos[int(position)], short_side, max_size,
-                                      dataset.json_path)
-        video["file_names"] = np.array([n.encode() for n in video["file_names"]], dtype=object)
-        return [np.asarray(video[name], dtype=object if dtype == "string" else dtype)
-                for name, dtype, _ in EVAL_FIELDS]
-
-    def to_dict(position):
-        return _numpy_function_dict(tf, load_video, position, EVAL_FIELDS,
-                                    {name: shape for name, _, shape in EVAL_FIELDS})
-
-    videos = tf.data.Dataset.from_tensor_slices(np.array(positions, dtype=np.int64))
-    videos = videos.map(to_dict, num_parallel_calls=num_parallel_calls, deterministic=True)
-    return videos.prefetch(1)
-
-
-def eval_videos(config: Any, *, process_index: int | None = None,
-                process_count: int | None = None,
-                dataset: YtvisDataset | None = None) -> Iterator[dict[str, Any]]:
-    """Whole validation videos of a config as numpy dicts (file_names as a list of str)."""
-    dataset = dataset or sources.load_split(config.data, "val")
-    stream = make_eval_dataset(dataset, int(config.data.test_short_side),
-                               int(config.data.test_max_size),
-                               process_index=process_index, process_count=process_count)
-    for video in numpy_batches(stream):
-        video["file_names"] = [n.decode() for n in video["file_names"]]
-        for key in ("video_id", "orig_height", "orig_width", "length", "height", "width"):
-            video[key] = int(video[key])
-        yield video

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from ifc_jax.data import clips, toy
-from ifc_jax.data.ytvis import YtvisDataset, load_ytvis
-from ifc_jax.io import UserError
+from ifc_jax.data.ytvis import CategoryMap, YtvisDataset, load_ytvis
+from ifc_jax.io import UserError, read_json
+
+log = logging.getLogger("ifc_jax.data")
 
 SPLITS = ("train", "val")
 
@@ -35,15 +37,9 @@ def split_paths(data_config: Any, split: str) -> tuple[str, str]:
 
 
 def toy_options(data_config: Any) -> dict:
-    """Keyword arguments for `toy.generate_toy_dataset` from `config.data.toy` (if present)."""
-    section = data_config.get("toy", None)
-    options = dict(section) if section is not None else {}
-    known = {field.name for field in dataclasses.fields(toy.ToySpec)}
-    for key in options:
-        if key not in known:
-            raise UserError(f"config.data.toy.{key}: not a toy dataset parameter "
-                            f"(known: {', '.join(sorted(known))})")
-    return options
+    """Keyword arguments for `toy.generate_toy_dataset` from `config.data.toy` (its keys are
+    the ToySpec fields; the config's validation checks them)."""
+    return dict(data_config.toy)
 
 
 def load_split(data_config: Any, split: str) -> YtvisDataset:
@@ -56,7 +52,32 @@ def load_split(data_config: Any, split: str) -> YtvisDataset:
         tfds_adapter.export_tfds_split(data_config, split)
     json_path, frames_dir = split_paths(data_config, split)
     return load_ytvis(json_path, frames_dir,
-                      check_frame_files=bool(data_config.get("check_frame_files", True)))
+                      check_frame_files=data_config.check_frame_files)
+
+
+def class_names_and_ids(data_config: Any, num_classes: int
+                        ) -> tuple[list[str], list[int], str | None]:
+    """(names, dataset category ids) of a model's `num_classes` classes, and the JSON file they
+    came from: the categories of the config's dataset JSON (val, else train) when it exists
+    and has that many; otherwise "class k" and ids k + 1 (None as the source), with a warning
+    when a file was there but did not fit."""
+    for split in ("val", "train"):
+        json_path, _ = split_paths(data_config, split)
+        if not os.path.isfile(json_path):
+            continue
+        try:
+            content = read_json(json_path, "annotation file")
+            categories = CategoryMap.from_categories(content.get("categories") or [])
+        except (UserError, KeyError, TypeError, ValueError, AttributeError) as err:
+            log.warning("%s: categories not readable (%s); classes get generic names",
+                        json_path, err)
+            break
+        if categories.num_classes != num_classes:
+            log.warning("%s has %d categories but the model has %d classes; classes get "
+                        "generic names", json_path, categories.num_classes, num_classes)
+            break
+        return list(categories.names), list(categories.dataset_ids), json_path
+    return [f"class {k}" for k in range(num_classes)], list(range(1, num_classes + 1)), None
 
 
 def shard_videos(num_videos: int, process_index: int, process_count: int) -> list[int]:
@@ -71,7 +92,7 @@ def iterate_eval_videos(dataset: YtvisDataset, short_side: int, max_size: int, *
 
     Yields `clips.load_eval_video` dicts (frames uint8 (L, h, w, 3), video_id, orig_height,
     orig_width, length, height, width, file_names) for this process's share of the videos,
-    in dataset order. The tf.data version is `pipeline.make_eval_dataset`.
+    in dataset order.
     """
     positions = shard_videos(len(dataset.videos), process_index, process_count)
     if not dataset.videos:

@@ -15,8 +15,8 @@ Which frames are "annotated frames" (the YouTube-VIS frame list):
   * `*_only_frames_with_labels` builds store just those: `annotated_frame_stride=None`;
   * the full builds store every frame, annotated ones being every 5th: pass 5.
 
-`to_ytvis_dataset` keeps the frames in memory (small builds, tests); `export_tfds_split`
-writes the YouTube-VIS layout (JPEG frames + JSON) once, and the ordinary reader takes over.
+`export_tfds_split` writes the YouTube-VIS layout (JPEG frames + JSON) once, and the ordinary
+reader takes over.
 TensorFlow Datasets is imported only by `export_tfds_split`.
 """
 
@@ -33,7 +33,6 @@ import numpy as np
 from PIL import Image
 
 from ifc_jax.data import masks as mask_codec
-from ifc_jax.data.ytvis import YtvisDataset, parse_ytvis
 from ifc_jax.io import UserError
 
 TFDS_SPLITS = {"train": "train", "val": "validation"}
@@ -121,17 +120,6 @@ def convert_examples(examples: Iterable[Mapping[str, Any]], category_names: list
     return content
 
 
-def to_ytvis_dataset(examples: Iterable[Mapping[str, Any]], category_names: list[str], *,
-                     annotated_frame_stride: int | None = None,
-                     name: str = "tfds") -> YtvisDataset:
-    """An in-memory YtvisDataset (frames kept as arrays) from TFDS examples."""
-    frames_by_video: dict[int, np.ndarray] = {}
-    content = convert_examples(
-        examples, category_names, annotated_frame_stride=annotated_frame_stride,
-        on_frames=lambda video, frames: frames_by_video.__setitem__(video["id"], frames))
-    return parse_ytvis(content, f"tfds:{name}", "", frames_by_video=frames_by_video)
-
-
 def export_ytvis_layout(examples: Iterable[Mapping[str, Any]], category_names: list[str],
                         json_path: str, frames_dir: str, *,
                         annotated_frame_stride: int | None = None,
@@ -165,7 +153,7 @@ def export_tfds_split(data_config: Any, split: str) -> None:
     from ifc_jax.data.pipeline import import_tensorflow
 
     json_path, frames_dir = sources.split_paths(data_config, split)
-    stride = int(data_config.get("tfds_frame_stride", 0)) or None
+    stride = data_config.tfds_frame_stride or None
     record = {"tfds_name": data_config.tfds_name, "split": TFDS_SPLITS[split],
               "annotated_frame_stride": stride}
     manifest_path = json_path + "." + EXPORT_MANIFEST
@@ -176,7 +164,7 @@ def export_tfds_split(data_config: Any, split: str) -> None:
     import_tensorflow()
     import tensorflow_datasets as tfds
 
-    data_dir = data_config.get("tfds_data_dir", "") or None
+    data_dir = data_config.tfds_data_dir or None
     try:
         builder = tfds.builder(data_config.tfds_name, data_dir=data_dir)
         examples = tfds.as_numpy(builder.as_dataset(split=TFDS_SPLITS[split]))

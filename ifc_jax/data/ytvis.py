@@ -14,14 +14,13 @@ Everything is validated here, before any tf.data pipeline runs, so bad input fai
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 import numpy as np
 
 from ifc_jax.data import masks as mask_codec
-from ifc_jax.io import UserError
+from ifc_jax.io import UserError, read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,20 +119,6 @@ class YtvisDataset:
         return f"video {video.video_id} ({video.name}) in {self.json_path}"
 
 
-def read_json(path: str) -> Any:
-    """Loads a JSON file; missing or malformed files raise one clear UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: annotation file not found (data/README.md: where datasets go)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: malformed JSON ({err.msg} at line {err.lineno}, "
-                        f"column {err.colno})") from None
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not a UTF-8 text file ({err.reason})") from None
-
-
 def load_ytvis(json_path: str, frames_dir: str, *, check_frame_files: bool = True) -> YtvisDataset:
     """Reads and validates a YouTube-VIS / OVIS split.
 
@@ -143,18 +128,16 @@ def load_ytvis(json_path: str, frames_dir: str, *, check_frame_files: bool = Tru
       check_frame_files: stat every frame file now, so a missing one is reported before
         training starts (cheap: one stat per annotated frame).
     """
-    return parse_ytvis(read_json(json_path), json_path, frames_dir,
+    if not os.path.isfile(json_path):  # the usual mistake: say where datasets go
+        raise UserError(f"{json_path}: annotation file not found "
+                        "(data/README.md: where datasets go)")
+    return parse_ytvis(read_json(json_path, "YouTube-VIS annotation file"), json_path, frames_dir,
                        check_frame_files=check_frame_files)
 
 
 def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
-                check_frame_files: bool = True,
-                frames_by_video: dict[int, np.ndarray] | None = None) -> YtvisDataset:
-    """Validates already-loaded JSON content (see `load_ytvis`).
-
-    `frames_by_video` gives decoded frames (L, H, W, 3) uint8 per video id for in-memory
-    sources (the tfds adapter); those videos need no frame files.
-    """
+                check_frame_files: bool = True) -> YtvisDataset:
+    """Validates already-loaded JSON content (see `load_ytvis`)."""
     where = json_path
 
     def fail(message: str) -> UserError:
@@ -188,13 +171,11 @@ def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
                              category_map, fail)
         tracks_by_video[annotation["video_id"]].append(track)
 
-    frames_by_video = frames_by_video or {}
     videos = []
     for video_id, raw in raw_videos.items():
         file_names = tuple(str(f) for f in raw["file_names"])
         paths = tuple(os.path.join(frames_dir, f) for f in file_names)
-        in_memory = frames_by_video.get(video_id)
-        if in_memory is None and check_frame_files:
+        if check_frame_files:
             for path in paths:
                 if not os.path.isfile(path):
                     name = os.path.dirname(file_names[0])
@@ -202,7 +183,7 @@ def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
                                     f"(video {video_id} ({name}) in {json_path})")
         videos.append(Video(video_id=video_id, height=int(raw["height"]),
                             width=int(raw["width"]), file_names=file_names, frame_paths=paths,
-                            tracks=tuple(tracks_by_video[video_id]), frames=in_memory))
+                            tracks=tuple(tracks_by_video[video_id])))
     return YtvisDataset(json_path=json_path, frames_dir=frames_dir, videos=tuple(videos),
                         categories=category_map, has_annotations=has_annotations)
 

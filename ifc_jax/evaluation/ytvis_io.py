@@ -6,15 +6,14 @@ docstring for what is refused where the official evaluator would crash or misbeh
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_util
 
-from ifc_jax.io import UserError
+from ifc_jax.data.masks import rle_areas, rle_boxes, to_compressed_rle
+from ifc_jax.io import UserError, read_json
 
 OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
 
@@ -42,26 +41,6 @@ class GroundTruth:
     category_ids: list[int]
     tracks: list[TrackRecord]
     has_occlusion: bool
-
-
-def read_json(path: str, what: str) -> Any:
-    """Parsed JSON of `path`; UserError naming the file if it is missing or not JSON."""
-    try:
-        with open(path, "rb") as stream:
-            raw = stream.read()
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a {what} JSON file") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read {what} file ({err.strerror})") from None
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: {what} file is not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: malformed JSON in {what} file (line {err.lineno} column "
-                        f"{err.colno}: {err.msg})") from None
 
 
 def _is_int(value: Any) -> bool:
@@ -92,9 +71,9 @@ def _frame_rle(segmentation: Any, height: int, width: int, results: bool) -> dic
         if list(segmentation.get("size", [])) != [height, width]:
             raise ValueError(f"mask size {segmentation.get('size')} differs from the video's "
                              f"{height}x{width}")
-        return mask_util.frPyObjects(segmentation, height, width)
+        return to_compressed_rle(segmentation, height, width)
     if isinstance(segmentation, list) and all(isinstance(p, list) for p in segmentation):
-        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+        return to_compressed_rle(segmentation, height, width)  # as upstream: no filtering
     raise ValueError(f"unknown segmentation encoding {type(segmentation).__name__}")
 
 
@@ -109,8 +88,8 @@ def _frame_stats(frames: list[dict | None], height: int, width: int
     present = [t for t, rle in enumerate(frames) if rle is not None]
     if present:
         rles = [frames[t] for t in present]
-        areas[present] = mask_util.area(rles)
-        boxes[present] = mask_util.toBbox(rles)
+        areas[present] = rle_areas(rles)
+        boxes[present] = rle_boxes(rles)
     outside = (areas > height * width) | (boxes[:, 0] + boxes[:, 2] > width) | \
         (boxes[:, 1] + boxes[:, 3] > height)
     if outside.any():
@@ -260,8 +239,8 @@ def parse_results(content: Any, gt: GroundTruth, source: str) -> list[TrackRecor
 
 
 def load_ground_truth(path: str) -> GroundTruth:
-    return parse_ground_truth(read_json(path, "ground-truth"), path)
+    return parse_ground_truth(read_json(path, "ground-truth file"), path)
 
 
 def load_results(path: str, gt: GroundTruth) -> list[TrackRecord]:
-    return parse_results(read_json(path, "results"), gt, path)
+    return parse_results(read_json(path, "results file"), gt, path)

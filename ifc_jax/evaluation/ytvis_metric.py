@@ -1,6 +1,6 @@
 """The YouTube-VIS / OVIS video instance segmentation metric, as the official servers compute it.
 
-Written from `/work/shared/docs/ytvis_eval.md` (the behaviour of youtubevos/cocoapi `ytvoseval`
+Described in `docs/metric.md` (the behaviour of youtubevos/cocoapi `ytvoseval`
 and qjy981010/cocoapi `oviseval`), quirks included:
   * track IoU walks the per-frame lists in lockstep: Σ_t |d∩g| / Σ_t |d∪g| (0 if the union is 0);
   * maxDets (1, 10, 100) count per video AND per category; beyond the top 100 a prediction is
@@ -35,8 +35,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-import pycocotools.mask as mask_util
 
+from ifc_jax.data.masks import rle_intersection_area
 from ifc_jax.evaluation.ytvis_io import (  # noqa: F401  (re-exported: the metric's inputs)
     OCCLUSION_SCORES,
     GroundTruth,
@@ -45,7 +45,6 @@ from ifc_jax.evaluation.ytvis_io import (  # noqa: F401  (re-exported: the metri
     load_results,
     parse_ground_truth,
     parse_results,
-    read_json,
 )
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -81,8 +80,7 @@ def track_iou_matrix(predictions: list[TrackRecord], gts: list[TrackRecord]) -> 
                 (x1, y1, w1, h1), (x2, y2, w2, h2) = pred.boxes[t], gt.boxes[t]
                 if x1 >= x2 + w2 or x2 >= x1 + w1 or y1 >= y2 + h2 or y2 >= y1 + h1:
                     continue  # disjoint boxes: nothing to intersect
-                both = mask_util.merge([pred.frames[t], gt.frames[t]], intersect=True)
-                intersection += int(mask_util.area(both))
+                intersection += rle_intersection_area(pred.frames[t], gt.frames[t])
             union = int(pred.frame_areas.sum()) + int(gt.frame_areas.sum()) - intersection
             ious[d, g] = intersection / union if union > 0 else 0.0
     return ious

@@ -7,7 +7,6 @@ from typing import Any
 
 import jax
 
-from ifc_jax.config import validate_model_config
 from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
 
@@ -21,7 +20,6 @@ def load_trained_model(config: Any, weights_path: str) -> tuple[IFC, dict[str, A
     """
     from ifc_jax.checkpoints import flat_shapes, load_variables, model_variable_shapes
 
-    validate_model_config(config.model)
     if not os.path.exists(weights_path):
         raise UserError(f"{weights_path}: no such workdir or checkpoint")
     model = IFC.from_config(config.model)

@@ -1,13 +1,16 @@
-"""Whole-video inference: per-frame features once, windows of T frames, tracking (SPEC §8).
+"""Whole-video inference: per-frame features once, windows of T frames, tracking.
+
+The algorithm: docs/inference.md.
 
 `VideoPredictor` streams a video through the model:
 * frames arrive as an iterable (a decoded array or a streaming reader) and are encoded in
   chunks of `window_frames` by the jitted per-frame half of the model (backbone, input
   projection, position encoding); each frame is encoded exactly once;
-* windows [start, start + T) slide by `window_stride` (the last one right-aligned, SPEC §8.2);
-  each runs the jitted per-window half (encoder, decoder, heads) on features gathered from a
-  small on-device buffer; a window shorter than T (a video shorter than T) is padded in time
-  with blank frames that `frame_valid` masks out exactly, so one compilation serves a video;
+* windows [start, start + T) slide by `window_stride` (the last one right-aligned,
+  docs/inference.md#windows); each runs the jitted per-window half (encoder, decoder, heads)
+  on features gathered from a small on-device buffer; a window shorter than T (a video
+  shorter than T) is padded in time with blank frames that `frame_valid` masks out exactly,
+  so one compilation serves a video;
 * kept instances go to `ClipTracker`, whose finished frames are upsampled to the original size
   and RLE-encoded at once (`TrackMasks`).
 Device memory holds the features of at most two chunks plus one window, and host memory the
@@ -28,11 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifc_jax.evaluation.results import TrackMasks
 from ifc_jax.inference.tracking import (
-    MATCH_THRESHOLD,
     ClipTracker,
     StrideEightUpsampler,
+    TrackMasks,
     keep_object_queries,
 )
 from ifc_jax.models.ifc import IFC
@@ -40,7 +42,10 @@ from ifc_jax.models.ifc import IFC
 
 def window_bounds(num_frames: int, window_frames: int, window_stride: int
                   ) -> list[tuple[int, int]]:
-    """[start, end) of each window: stride S, last window right-aligned (SPEC §8.2)."""
+    """[start, end) of each window: stride S, last window right-aligned.
+
+    See docs/inference.md#windows.
+    """
     if num_frames < 1:
         raise ValueError("a video needs at least one frame")
     if window_frames < 1 or window_stride < 1:
@@ -88,10 +93,10 @@ class VideoPredictor:
     """Runs a trained IFC over videos. One instance serves many videos (compiled once per
     input size)."""
 
-    def __init__(self, model: IFC, variables: Any, *, window_frames: int = 5,
-                 window_stride: int = 1, match_threshold: float = MATCH_THRESHOLD):
-        if window_frames < 1 or window_stride < 1:
-            raise ValueError("window_frames and window_stride must be >= 1")
+    def __init__(self, model: IFC, variables: Any, *, window_frames: int, window_stride: int,
+                 match_threshold: float):
+        """window_frames T, window_stride S and match_threshold as in `config.inference`
+        (docs/inference.md); `from_config` reads them from there."""
         self.model = model
         self.variables = variables
         self.window_frames = window_frames
@@ -111,6 +116,13 @@ class VideoPredictor:
             return probs, outputs["pred_masks"][-1, 0]
 
         self.run_window = jax.jit(run_window)
+
+    @classmethod
+    def from_config(cls, model: IFC, variables: Any, inference_config: Any) -> VideoPredictor:
+        """The predictor of a validated `config.inference`."""
+        return cls(model, variables, window_frames=inference_config.window_frames,
+                   window_stride=inference_config.window_stride,
+                   match_threshold=inference_config.match_threshold)
 
     def _chunks(self, frames: Iterable[np.ndarray], height: int, width: int
                 ) -> Iterator[tuple[int, dict[str, jax.Array]]]:
@@ -154,7 +166,7 @@ class VideoPredictor:
             masks.add(track_id, frame_index, upsample(logits))
             seconds["masks_rle"] += time.perf_counter() - begin
 
-        tracker = ClipTracker(num_frames, on_final_frame, self.match_threshold,
+        tracker = ClipTracker(num_frames, self.match_threshold, on_final_frame,
                               valid_size=upsample.valid_size)
         chunks = self._chunks(frames, height, width)
         stored: list[tuple[int, int, dict[str, jax.Array]]] = []  # (first frame, count, feats)

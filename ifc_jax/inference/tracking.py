@@ -1,13 +1,16 @@
-"""Near-online clip tracking: merging window predictions into video tracks (SPEC §8.2-8.3).
+"""Near-online clip tracking: merging window predictions into video tracks.
+
+The algorithm: docs/inference.md#merging-windows.
 
 Use, for one video of `num_frames` frames resized to (resized_h, resized_w) for the model and
 (height, width) originally:
 
     upsample = StrideEightUpsampler((resized_h, resized_w), (height, width))
-    masks = TrackMasks(num_frames, height, width)                 # evaluation/results.py
+    masks = TrackMasks(num_frames, height, width)                 # RLE per final frame
     def on_final_frame(track_id, frame_index, mean_logits):       # (h8, w8), then dropped
         masks.add(track_id, frame_index, upsample(mean_logits))
-    tracker = ClipTracker(num_frames, on_final_frame, valid_size=upsample.valid_size)
+    tracker = ClipTracker(num_frames, match_threshold, on_final_frame,
+                          valid_size=upsample.valid_size)
     for start, class_probs, mask_logits in windows:               # in order of start
         tracker.add_window(start, *keep_object_queries(class_probs, mask_logits))
     tracks = tracker.finish()                                     # class probs per track
@@ -45,7 +48,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.special import expit
 
-MATCH_THRESHOLD = 0.05
+from ifc_jax.data.masks import empty_rle, encode_rle
+
 SOFT_IOU_EPS = 1e-6  # in the sIoU denominator and the window-count divisor, as the original
 MASK_STRIDE = 8
 
@@ -59,7 +63,7 @@ def kept_query_mask(class_probs: np.ndarray) -> np.ndarray:
 
 def keep_object_queries(class_probs: np.ndarray, mask_logits: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """The kept instances of a window (SPEC §8.2).
+    """The kept instances of a window (docs/inference.md#kept-instances).
 
     class_probs: (N, K+1) softmax probabilities; mask_logits: (N, T', h8, w8).
     Returns (class_probs[kept], mask_logits[kept]).
@@ -123,7 +127,8 @@ class StrideEightUpsampler:
 
 
 def soft_iou(track_probs: np.ndarray, instance_probs: np.ndarray) -> np.ndarray:
-    """Space-time soft IoU (SPEC §8.3) of every track with every new instance.
+    """Space-time soft IoU (docs/inference.md#merging-windows) of every track with every new
+    instance.
 
     track_probs: (m, F, h8, w8), instance_probs: (n, F, h8, w8) mask probabilities on the
     same F shared frames. Sums run over time AND space before dividing:
@@ -136,8 +141,7 @@ def soft_iou(track_probs: np.ndarray, instance_probs: np.ndarray) -> np.ndarray:
     return intersection / (union + SOFT_IOU_EPS)
 
 
-def hungarian_matches(scores: np.ndarray, threshold: float = MATCH_THRESHOLD
-                      ) -> list[tuple[int, int]]:
+def hungarian_matches(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """(row, col) pairs of the maximum-score assignment after zeroing scores <= threshold,
     keeping only pairs whose score is > threshold (the original's rule)."""
     scores = np.where(scores > threshold, scores, 0.0)
@@ -180,7 +184,9 @@ class FinishedTrack:
 
 
 class ClipTracker:
-    """Streams window predictions of one video into tracks (SPEC §8.3), with bounded memory.
+    """Streams window predictions of one video into tracks, with bounded memory.
+
+    The algorithm: docs/inference.md#merging-windows.
 
     on_final_frame(track_id, frame_index, mean_logits (h8, w8) float64) is called once per
     (track, frame) that some window assigned to the track covered, as soon as no later window
@@ -188,8 +194,8 @@ class ClipTracker:
     logits are kept and returned by `finish()` (convenient for short videos and tests).
     """
 
-    def __init__(self, num_frames: int, on_final_frame: FinalFrameCallback | None = None,
-                 match_threshold: float = MATCH_THRESHOLD,
+    def __init__(self, num_frames: int, match_threshold: float,
+                 on_final_frame: FinalFrameCallback | None = None,
                  valid_size: tuple[int, int] | None = None):
         self.num_frames = num_frames
         # Cells of the stride-8 grid that cover the frame (stride8_valid_size): incoming
@@ -316,3 +322,29 @@ class ClipTracker:
                 "active_tracks": len(self._active),
                 "dense_arrays": len(window_arrays) + len(pending) + len(kept),
                 "dense_bytes": sum(a.nbytes for a in window_arrays + pending + kept)}
+
+
+class TrackMasks:
+    """Per-track, per-frame masks of one video, kept as RLE only.
+
+    `add(track_id, frame_index, mask)` encodes a final (H, W) bool mask at once and drops it;
+    `segmentations(track_id)` returns the full per-frame list, empty RLEs where nothing was
+    added. Memory: one RLE per (track, frame) added.
+    """
+
+    def __init__(self, num_frames: int, height: int, width: int):
+        self.num_frames, self.height, self.width = num_frames, height, width
+        self._empty = empty_rle(height, width)
+        self._frames: dict[int, dict[int, dict]] = {}
+
+    def add(self, track_id: int, frame_index: int, mask: np.ndarray) -> None:
+        if mask.shape != (self.height, self.width):
+            raise ValueError(f"mask shape {mask.shape} != video size "
+                             f"{(self.height, self.width)}")
+        if not 0 <= frame_index < self.num_frames:
+            raise ValueError(f"frame {frame_index} outside 0..{self.num_frames - 1}")
+        self._frames.setdefault(track_id, {})[frame_index] = encode_rle(mask)
+
+    def segmentations(self, track_id: int) -> list[dict]:
+        frames = self._frames.get(track_id, {})
+        return [frames.get(t, self._empty) for t in range(self.num_frames)]

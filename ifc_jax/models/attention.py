@@ -1,4 +1,4 @@
-"""Multi-head attention and DETR-style post-norm transformer layers (SPEC §2.1, §4).
+"""Multi-head attention and DETR-style post-norm transformer layers (docs/model.md#encoder-layer).
 
 Every layer works on tokens with any number of leading batch axes, (..., S, C). That is how
 IFC's layers are "vmapped": Encode-Receive runs on (B, T, hw+M, C), i.e. independently per
@@ -39,8 +39,8 @@ packed_in_proj_init = nn.initializers.variance_scaling(0.5, "fan_avg", "uniform"
 # NVIDIA GPU for bfloat16/float16 compute, XLA's fused softmax(QK^T)V elsewhere), "xla" or
 # "cudnn" (wherever the call qualifies). `jax.nn.dot_product_attention(implementation=None)`
 # would always pick XLA's (jax 0.10), hence the explicit choice. Read when a model is traced:
-# the IFC_JAX_ATTENTION environment variable sets it for a whole process and
-# `attention_implementation` for a block of code.
+# the IFC model sets it from `config.model.attention` with `attention_implementation`, and the
+# IFC_JAX_ATTENTION environment variable, when set, overrides it for the whole process.
 IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 ENVIRONMENT_VARIABLE = "IFC_JAX_ATTENTION"
 _implementation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -78,7 +78,7 @@ def select_implementation(dtype: jnp.dtype, head_dim: int) -> str:
     """The `jax.nn.dot_product_attention` implementation for a deterministic call: "xla" or
     "cudnn". cuDNN's flash attention needs 16-bit inputs and a head dim that is a multiple of
     8 (<= 128): other calls get XLA's even when "cudnn" is asked for."""
-    choice = _implementation.get() or os.environ.get(ENVIRONMENT_VARIABLE, "auto")
+    choice = os.environ.get(ENVIRONMENT_VARIABLE) or _implementation.get() or "auto"
     if choice not in IMPLEMENTATIONS:
         raise ValueError(f"{ENVIRONMENT_VARIABLE}={choice!r}: expected one of "
                          f"{', '.join(IMPLEMENTATIONS)}")
@@ -233,7 +233,7 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Post-norm self-attention layer (DETR TransformerEncoderLayer, SPEC §2.1).
+    """Post-norm self-attention layer (DETR TransformerEncoderLayer, docs/model.md#encoder-layer).
 
     x = norm1(x + drop(attn(x + pos, x + pos, x)));  x = norm2(x + drop(ffn(x)))
     """
@@ -268,7 +268,10 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Post-norm decoder layer: self-attn over queries, cross-attn to the clip, FFN (SPEC §4)."""
+    """Post-norm decoder layer: self-attn over queries, cross-attn to the clip, FFN.
+
+    See docs/model.md#decoder.
+    """
 
     num_heads: int
     dim_feedforward: int

@@ -1,4 +1,7 @@
-"""Clip-level transformer decoder: N queries attend to a clip's frame + memory tokens (SPEC §4)."""
+"""Clip-level transformer decoder: N queries attend to a clip's frame + memory tokens.
+
+See docs/model.md#decoder.
+"""
 
 from __future__ import annotations
 

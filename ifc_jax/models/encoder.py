@@ -1,4 +1,4 @@
-"""Transformer encoders of the paper's communication comparison (SPEC §2, §2.5).
+"""Transformer encoders of the paper's communication comparison (docs/model.md#encoder).
 
 All take per-frame tokens and return per-frame tokens of the same shape:
   tokens, position: (B, T, hw, C) with the 2-D sine position of each frame;
@@ -24,7 +24,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ifc_jax.config import COMMUNICATION_VARIANTS
 from ifc_jax.models.attention import EncoderLayer
 
 Array = jax.Array
@@ -174,7 +173,8 @@ def build_encoder(
     dtype: jnp.dtype,
     name: str | None = "encoder",
 ) -> nn.Module:
-    """The encoder module for a communication variant (one of COMMUNICATION_VARIANTS)."""
+    """The encoder module of a communication variant (`config.model.communication`, checked
+    by the config's validation)."""
     common = dict(
         num_layers=num_layers,
         num_heads=num_heads,
@@ -190,9 +190,4 @@ def build_encoder(
         "full_thw": FullSpaceTimeEncoder,
         "decompose_thw": DecomposedSpaceTimeEncoder,
     }
-    if communication not in classes:
-        raise ValueError(
-            f"unknown communication variant {communication!r}; "
-            f"expected one of {', '.join(COMMUNICATION_VARIANTS)}"
-        )
     return classes[communication](**common)

@@ -1,7 +1,7 @@
 """The whole IFC model: backbone -> encoder -> decoder + spatial decoder -> class and mask heads.
 
 Input: raw RGB frames and their padding mask; output: class logits and stride-8 mask logits
-for every decoder layer (SPEC §1.4). Everything is NHWC and tokens are (B, T, hw, C).
+for every decoder layer (docs/model.md#overview). Everything is NHWC and tokens are (B, T, hw, C).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ifc_jax.models.attention import attention_implementation
 from ifc_jax.models.decoder import TransformerDecoder
-from ifc_jax.models.encoder import COMMUNICATION_VARIANTS, build_encoder
+from ifc_jax.models.encoder import build_encoder
 from ifc_jax.models.layers import (
     MLP,
     PointwiseConv,
@@ -63,33 +64,31 @@ class IFC(nn.Module):
     config with `IFC.from_config(config.model)`.
     """
 
-    num_classes: int = 40
-    hidden_dim: int = 256
-    num_heads: int = 8
-    dim_feedforward: int = 2048
-    dropout: float = 0.1
-    enc_layers: int = 3
-    dec_layers: int = 3
-    communication: str = "ifc"
-    num_memory_tokens: int = 8
-    num_queries: int = 100
-    backbone_depth: int = 50
-    backbone_width: int = 64
-    backbone_stage_blocks: Sequence[int] = ()
-    stride_in_1x1: bool = False
-    freeze_at: int = 2
-    input_format: str = "RGB"
-    pixel_mean: Sequence[float] = (123.675, 116.280, 103.530)
-    pixel_std: Sequence[float] = (58.395, 57.120, 57.375)
-    dtype: Any = jnp.float32
+    num_classes: int
+    hidden_dim: int
+    num_heads: int
+    dim_feedforward: int
+    dropout: float
+    enc_layers: int
+    dec_layers: int
+    communication: str
+    num_memory_tokens: int
+    num_queries: int
+    backbone_depth: int
+    backbone_width: int
+    backbone_stage_blocks: Sequence[int]
+    stride_in_1x1: bool
+    freeze_at: int
+    input_format: str
+    pixel_mean: Sequence[float]
+    pixel_std: Sequence[float]
+    dtype: Any
+    attention: str  # attention kernel: auto | xla | cudnn (see models/attention.py)
 
     @classmethod
     def from_config(cls, model_config: Mapping[str, Any]) -> IFC:
-        """Builds the model from a `config.model` ConfigDict (or a plain nested dict)."""
+        """Builds the model from a validated `config.model` (ifc_jax.config.validate)."""
         backbone = model_config["backbone"]
-        dtype_name = model_config["dtype"]
-        if dtype_name not in DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype_name!r}")
         return cls(
             num_classes=model_config["num_classes"],
             hidden_dim=model_config["hidden_dim"],
@@ -109,7 +108,8 @@ class IFC(nn.Module):
             input_format=model_config["input_format"],
             pixel_mean=tuple(model_config["pixel_mean"]),
             pixel_std=tuple(model_config["pixel_std"]),
-            dtype=DTYPES[dtype_name],
+            dtype=DTYPES[model_config["dtype"]],
+            attention=model_config["attention"],
         )
 
     def normalize(self, frames: Array, padding_mask: Array) -> Array:
@@ -117,14 +117,10 @@ class IFC(nn.Module):
         x = frames.astype(jnp.float32)
         if self.input_format == "BGR":
             x = x[..., ::-1]
-        elif self.input_format != "RGB":
-            raise ValueError(f"input_format must be RGB or BGR, got {self.input_format!r}")
         x = (x - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
         return jnp.where(padding_mask[..., None], 0.0, x).astype(self.dtype)
 
     def setup(self) -> None:
-        if self.communication not in COMMUNICATION_VARIANTS:
-            raise ValueError(f"unknown communication variant {self.communication!r}")
         self.backbone = ResNet(
             depth=self.backbone_depth,
             width=self.backbone_width,
@@ -214,8 +210,9 @@ class IFC(nn.Module):
         clip_shape = (batch, frames, h5 * w5)
         position = features["position"].reshape(*clip_shape, channels)
         mask = features["mask"].reshape(clip_shape)
-        encoded = self.encoder(tokens.reshape(*clip_shape, channels), position, mask,
-                               deterministic, frame_valid=frame_valid)
+        with attention_implementation(self.attention):  # read while the layers are traced
+            encoded = self.encoder(tokens.reshape(*clip_shape, channels), position, mask,
+                                   deterministic, frame_valid=frame_valid)
 
         # Decoder keys: all frame tokens of the clip (t-major), then all its memory tokens.
         memory = encoded.frame_tokens.reshape(batch, -1, channels)
@@ -233,8 +230,9 @@ class IFC(nn.Module):
             if frame_valid is not None:
                 slot_mask = jnp.broadcast_to(~frame_valid[:, :, None], slot_mask.shape)
             memory_mask = jnp.concatenate([memory_mask, slot_mask.reshape(batch, -1)], 1)
-        decoded = self.decoder(self.query_embed, memory, memory_position, memory_mask,
-                               deterministic)
+        with attention_implementation(self.attention):
+            decoded = self.decoder(self.query_embed, memory, memory_position, memory_mask,
+                                   deterministic)
         if not all_layers:
             decoded = decoded[-1:]
 

@@ -1,4 +1,7 @@
-"""DETR's 2-D sine position encoding, computed per frame from its padding mask (SPEC §1.3)."""
+"""DETR's 2-D sine position encoding, computed per frame from its padding mask.
+
+See docs/model.md#position-encoding.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""detectron2-style ResNet with frozen BatchNorm, returning res2..res5 (SPEC §1.2).
+"""detectron2-style ResNet with frozen BatchNorm, returning res2..res5 (docs/model.md#backbone).
 
 * Explicit PyTorch padding (7x7 stem pad 3, 3x3 pad 1, max-pool pad 1 with -inf), so every
   level has size ceil(H / stride): 360x640 -> res3 45x80, res4 23x40, res5 12x20.

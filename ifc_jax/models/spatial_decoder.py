@@ -1,4 +1,7 @@
-"""Instance-agnostic mask features at stride 8 (IFC `MaskHead` first part, SPEC §3)."""
+"""Instance-agnostic mask features at stride 8 (IFC `MaskHead` first part).
+
+See docs/model.md#spatial-decoder.
+"""
 
 from __future__ import annotations
 

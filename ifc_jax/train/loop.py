@@ -27,8 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ifc_jax.checkpoints import Checkpoints, load_variables, merge_params
-from ifc_jax.config import validate_train_config
+from ifc_jax.checkpoints import Checkpoints, load_variables, merge_params, write_config_json
 from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
 from ifc_jax.train.losses import PAPER_LOSS_WEIGHTS, LossWeights
@@ -49,17 +48,34 @@ def setup_distributed(distributed: Any) -> None:
         return
     if mode == "auto":  # TPU pods, SLURM, ... : jax discovers the cluster
         jax.distributed.initialize()
-    elif mode == "explicit":
-        if not distributed.coordinator_address:
-            raise UserError("config.distributed.coordinator_address: needed in explicit mode "
-                            "(host:port of process 0)")
+    else:  # explicit
         jax.distributed.initialize(
             coordinator_address=distributed.coordinator_address,
             num_processes=distributed.num_processes,
             process_id=distributed.process_id,
         )
-    else:
-        raise UserError(f"config.distributed.mode: expected off, auto or explicit, got {mode!r}")
+
+
+def check_batch_split(batch: int, device_count: int, process_count: int) -> None:
+    """UserError unless `batch` clips split evenly over the devices and the processes."""
+    for count, what in ((device_count, "devices"), (process_count, "processes")):
+        if batch % count:
+            raise UserError(f"config.train.batch_size: {batch} clips cannot be split evenly "
+                            f"over {count} {what}")
+
+
+def check_can_train(config: Any, device_count: int, process_count: int) -> None:
+    """What the validated config cannot know alone: that the batch splits over the devices
+    and processes that run it, and that the files it names exist. UserError otherwise."""
+    check_batch_split(config.train.batch_size, device_count, process_count)
+    data = config.data
+    if data.dataset != "toy":  # the toy dataset is generated on first use
+        json_path = os.path.join(data.root, data.train_json)
+        if not os.path.isfile(json_path):
+            raise UserError(f"config.data.root: training annotations {json_path} not found "
+                            "(see data/README.md)")
+    if config.train.init_from and not os.path.exists(config.train.init_from):
+        raise UserError(f"config.train.init_from: {config.train.init_from} does not exist")
 
 
 def make_mesh() -> Mesh:
@@ -155,15 +171,14 @@ def build_train_step(config: Any, model: IFC, optimizer, schedule, mesh: Mesh,
 
 def loss_weights(config: Any) -> LossWeights:
     """The set criterion's weights: the paper's, with `train.no_object_weight` (default 0.1)."""
-    return PAPER_LOSS_WEIGHTS._replace(
-        no_object=float(config.train.get("no_object_weight", PAPER_LOSS_WEIGHTS.no_object)))
+    return PAPER_LOSS_WEIGHTS._replace(no_object=float(config.train.no_object_weight))
 
 
 def train(config: Any, workdir: str) -> list[dict[str, float]]:
     """Trains `config` in `workdir`; returns the logged metrics (one dict per log step)."""
     setup_distributed(config.distributed)
-    validate_train_config(config, jax.device_count(), jax.process_count())
-    # TensorFlow (data, TensorBoard writer) is imported only once the config is known good.
+    check_can_train(config, jax.device_count(), jax.process_count())
+    # TensorFlow (data, TensorBoard writer) is imported only once the run is known good.
     from clu import metric_writers
 
     from ifc_jax.data.global_batch import make_global_batch
@@ -171,6 +186,8 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
 
     dataset = _load_train_split(config)
     os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:  # what `load`, `evaluate` and `predict` default to
+        write_config_json(workdir, config)
     mesh = make_mesh()
     model = IFC.from_config(config.model)
     train_cfg = config.train
@@ -286,19 +303,6 @@ def read_metrics(workdir: str) -> dict[int, dict[str, float]]:
                     continue
                 by_step[int(entry["step"])] = entry
     return by_step
-
-
-def train_and_evaluate(config: Any, workdir: str) -> tuple[list[dict[str, float]], dict]:
-    """Trains (or resumes) `config` in `workdir`, then evaluates the result on the val split.
-
-    Returns (the logged training metrics, the evaluation summary). Evaluation writes
-    WORKDIR/eval/results.json and, for annotated splits, WORKDIR/eval/metrics.json.
-    """
-    # Imported here: training must not need the inference stack at import time.
-    from ifc_jax.inference.evaluate import evaluate_split
-
-    history = train(config, workdir)
-    return history, evaluate_split(config, workdir, os.path.join(workdir, "eval"))
 
 
 def _save_now(checkpoints: Checkpoints, step: int, state: dict[str, Any]) -> None:

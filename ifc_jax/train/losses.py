@@ -1,4 +1,6 @@
-"""IFC's set criterion (SPEC §6.3): CE with a down-weighted no-object class, focal and dice.
+"""IFC's set criterion: CE with a down-weighted no-object class, focal and dice.
+
+See docs/training.md#losses.
 
 Every decoder layer is matched on its own and contributes 1 * CE + 3 * focal + 3 * dice.
 Terms are named like the original: `loss_ce`, `loss_mask`, `loss_dice` for the last layer and

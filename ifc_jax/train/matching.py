@@ -1,4 +1,6 @@
-"""Hungarian matching of a clip's N queries to its G ground-truth tracks (SPEC §6.2).
+"""Hungarian matching of a clip's N queries to its G ground-truth tracks.
+
+See docs/training.md#matching.
 
 Cost to maximise, per clip and decoder layer: p(class of the GT) + 3 * dice over the whole
 T x H/4 x W/4 volume. Two exact solvers behind one function:
@@ -15,12 +17,10 @@ Padded target slots (valid = False) are never matched: `host` drops them before 
 unchanged (needs N >= G, checked by the config validation).
 
 Result: `query_index` int32 (L, B, G), the query matched to each target slot (0 where the slot
-is invalid), which the losses gather with; see `matched_query_mask` for the per-query view.
+is invalid), which the losses gather with.
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -127,10 +127,3 @@ def hungarian_match(scores: Array, valid: Array, method: str = "host",
         check_vma=False,
     )
     return sharded(scores, valid)
-
-
-@functools.partial(jax.jit, static_argnames=("num_queries",))
-def matched_query_mask(query_index: Array, valid: Array, num_queries: int) -> Array:
-    """(L, B, G) query index + (B, G) valid -> (L, B, N) bool, True on matched queries."""
-    one_hot = jax.nn.one_hot(query_index, num_queries, dtype=jnp.bool_)  # (L, B, G, N)
-    return jnp.any(one_hot & valid[None, :, :, None], axis=2)

@@ -1,4 +1,4 @@
-"""The optimiser of SPEC §7.1 as an optax chain.
+"""The optimiser of docs/training.md#optimiser as an optax chain.
 
 global-norm clip (0.01) -> per-group AdamW:
 * `default`: every trainable parameter outside the backbone, lr = base lr;
@@ -47,7 +47,7 @@ def parameter_groups(params: Mapping[str, Any], freeze_at: int) -> Any:
 
 
 def learning_rate_schedule(base_lr: float, decay_steps: Sequence[int], decay_factor: float,
-                           warmup_steps: int = 0) -> optax.Schedule:
+                           warmup_steps: int) -> optax.Schedule:
     """Step decay (x decay_factor at each of decay_steps) after an optional linear warm-up.
 
     With warmup_steps = W > 0 the lr at step s < W is base_lr * (s + 1) / W. The paper's
@@ -76,7 +76,7 @@ def build_optimizer(train_config: Mapping[str, Any], freeze_at: int
     """
     schedule = learning_rate_schedule(train_config["lr"], train_config["lr_decay_steps"],
                                       train_config["lr_decay_factor"],
-                                      int(train_config.get("warmup_steps", 0)))
+                                      train_config["warmup_steps"])
     mult = train_config["backbone_lr_mult"]
 
     def adamw(lr_schedule):

@@ -1,6 +1,6 @@
 """Resizing predictions and ground truth to the stride-4 grid used by matching and losses.
 
-SPEC §6.1/§6.2: GT masks are bilinearly downsampled (align_corners=False, no antialias) to
+docs/training.md#targets: GT masks are bilinearly downsampled (align_corners=False, no antialias) to
 ceil(H/4) x ceil(W/4) giving soft targets; predicted stride-8 logits are bilinearly upsampled
 x2 (align_corners=False) to the same grid. `jax.image.resize(..., antialias=False)` samples at
 half-pixel centres and renormalises at the border, which is PyTorch's align_corners=False

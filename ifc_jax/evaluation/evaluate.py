@@ -1,4 +1,5 @@
-"""`evaluate_split(config, weights_path, output_dir)`: predict a whole split, write and score it.
+"""`evaluate_split(config, model, variables, output_dir)`: predict a whole split, write and
+score it.
 
 Writes OUTPUT_DIR/results.json (the YouTube-VIS / OVIS server format) and, when the split has
 annotations, OUTPUT_DIR/metrics.json (the official metric computed locally). No TensorFlow:
@@ -16,28 +17,23 @@ from typing import Any
 from ifc_jax.data import sources
 from ifc_jax.evaluation.results import result_options, video_results, write_results_json
 from ifc_jax.evaluation.ytvis_metric import evaluate_results
-from ifc_jax.inference.loading import load_trained_model
 from ifc_jax.inference.predictor import VideoPredictor
-from ifc_jax.io import atomic_write_bytes
+from ifc_jax.io import UserError, atomic_write_bytes
+from ifc_jax.models.ifc import IFC
 
 log = logging.getLogger("ifc_jax.evaluate")
 
 
-def evaluate_split(config: Any, weights_path: str, output_dir: str,
+def evaluate_split(config: Any, model: IFC, variables: Any, output_dir: str,
                    split: str = "val") -> dict[str, Any]:
-    """Runs inference on `split` of `config.data`; returns a summary (metrics if annotated)."""
-    options = result_options(config.inference)  # a bad value fails before the model loads
-    model, variables = load_trained_model(config, weights_path)
+    """Runs `model` with `variables` on `split` of `config.data` with `config.inference`'s
+    windows and tracking; returns a summary (with the metrics if the split is annotated)."""
+    options = result_options(config.inference)
     dataset = sources.load_split(config.data, split)
     if dataset.categories.num_classes != config.model.num_classes:
-        from ifc_jax.io import UserError
-
         raise UserError(f"{dataset.json_path}: {dataset.categories.num_classes} categories but "
                         f"the model has config.model.num_classes={config.model.num_classes}")
-    inference = config.inference
-    predictor = VideoPredictor(model, variables, window_frames=inference.window_frames,
-                               window_stride=inference.window_stride,
-                               match_threshold=inference.match_threshold)
+    predictor = VideoPredictor.from_config(model, variables, config.inference)
     category_ids = dataset.categories.dataset_ids
     results: list[dict] = []
     seconds = {"frame_features": 0.0, "windows": 0.0, "tracking": 0.0, "masks_rle": 0.0}
