@@ -102,3 +102,32 @@ def test_kernel_choice(monkeypatch):
         attention.select_implementation(jnp.bfloat16, 32)
     with pytest.raises(ValueError, match="one of"), attention.attention_implementation("flash"):
         pass
+
+
+def test_the_config_chooses_the_kernel_and_the_environment_overrides_it(monkeypatch):
+    """config.model.attention reaches every attention layer of the model while it is traced;
+    IFC_JAX_ATTENTION, when set, wins over it."""
+    from ifc_jax.config import load_config
+    from ifc_jax.models.ifc import IFC
+
+    monkeypatch.setattr(attention, "_on_cuda_gpu", lambda: False)
+    seen = []
+    real = attention.select_implementation
+
+    def spy(dtype, head_dim):
+        seen.append(real(jnp.bfloat16, 32))  # what a bf16 call with a cuDNN-able head gets
+        return "xla"  # trace the CPU path whatever was chosen
+
+    monkeypatch.setattr(attention, "select_implementation", spy)
+    frames = jax.ShapeDtypeStruct((1, 2, 64, 64, 3), jnp.uint8)
+    padding = jax.ShapeDtypeStruct((1, 2, 64, 64), jnp.bool_)
+    for kernel, env, expected in (("cudnn", None, "cudnn"), ("xla", None, "xla"),
+                                  ("auto", None, "xla"), ("xla", "cudnn", "cudnn")):
+        if env is None:
+            monkeypatch.delenv(attention.ENVIRONMENT_VARIABLE, raising=False)
+        else:
+            monkeypatch.setenv(attention.ENVIRONMENT_VARIABLE, env)
+        model = IFC.from_config(load_config("tiny", [f"model.attention={kernel}"]).model)
+        seen.clear()
+        jax.eval_shape(model.init, jax.random.key(0), frames, padding)
+        assert seen and set(seen) == {expected}, (kernel, env, seen)

@@ -37,3 +37,16 @@ def test_blocking_works():
     proc = subprocess.run([sys.executable, "-c", BLOCK + "import tensorflow"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "import of tensorflow halted" in proc.stderr
+
+
+def test_training_without_the_data_extra_is_one_clear_error(tmp_path):
+    code = BLOCK + ("import sys\nfrom ifc_jax.cli import main\n"
+                    f"sys.exit(main(['train', '--config', 'tiny', '--workdir', "
+                    f"{str(tmp_path / 'wd')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: training needs tensorflow, tensorflow_datasets, clu (the input pipeline and "
+        "TensorBoard): pip install 'ifc-jax[data]'")
+    assert not (tmp_path / "wd").exists()

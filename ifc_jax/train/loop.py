@@ -56,6 +56,18 @@ def setup_distributed(distributed: Any) -> None:
         )
 
 
+def _check_training_extras() -> None:
+    """UserError unless the input pipeline's and TensorBoard's packages are installed (the
+    `[data]` extra: inference, conversion and FLOPs run without them)."""
+    import importlib.util
+
+    missing = [name for name in ("tensorflow", "tensorflow_datasets", "clu")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"training needs {', '.join(missing)} (the input pipeline and "
+                        "TensorBoard): pip install 'ifc-jax[data]'")
+
+
 def check_batch_split(batch: int, device_count: int, process_count: int) -> None:
     """UserError unless `batch` clips split evenly over the devices and the processes."""
     for count, what in ((device_count, "devices"), (process_count, "processes")):
@@ -176,6 +188,7 @@ def loss_weights(config: Any) -> LossWeights:
 
 def train(config: Any, workdir: str) -> list[dict[str, float]]:
     """Trains `config` in `workdir`; returns the logged metrics (one dict per log step)."""
+    _check_training_extras()
     setup_distributed(config.distributed)
     check_can_train(config, jax.device_count(), jax.process_count())
     # TensorFlow (data, TensorBoard writer) is imported only once the run is known good.
