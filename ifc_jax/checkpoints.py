@@ -8,6 +8,7 @@ its checkpoints/ folder or one step folder (also what `convert` writes).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ifc_jax.io import UserError
+
+log = logging.getLogger("ifc_jax.train")
 
 State = dict[str, Any]
 
@@ -39,6 +42,46 @@ class Checkpoints:
         """The state at `step` (default latest), laid out and sharded like `template`."""
         step = self.latest_step() if step is None else step
         return self.manager.restore(step, args=ocp.args.StandardRestore(template))
+
+    def restore_latest_intact(self, template: State) -> tuple[State, int] | None:
+        """The newest checkpoint that restores, and its step; None when there is none.
+
+        A step that fails to restore (a half-written or damaged folder) is reported in one
+        line and moved aside as `corrupt_<step>` (kept for inspection, never deleted), and the
+        one before it is tried.
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for position, step in enumerate(steps):
+            try:
+                return self.restore(template, step), step
+            # orbax and tensorstore raise many kinds of errors for a damaged checkpoint.
+            except Exception as err:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else \
+                    type(err).__name__
+                older = steps[position + 1] if position + 1 < len(steps) else None
+                log.warning("checkpoint step %d in %s cannot be restored (%s); %s", step,
+                            self.directory, reason[:200],
+                            f"falling back to step {older}" if older is not None
+                            else "no older checkpoint: starting from scratch")
+                self._set_aside(step)
+        return None
+
+    def _set_aside(self, step: int) -> None:
+        """Moves a step that cannot be restored out of the manager's view (process 0 moves,
+        every process then reloads the list of steps)."""
+        if jax.process_index() == 0:
+            source = os.path.join(self.directory, str(step))
+            target = os.path.join(self.directory, f"corrupt_{step}")
+            suffix = 1
+            while os.path.exists(target):
+                target = os.path.join(self.directory, f"corrupt_{step}_{suffix}")
+                suffix += 1
+            os.rename(source, target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"checkpoint {step} set aside")
+        self.manager.reload()
 
     def save(self, step: int, state: State, force: bool = False) -> bool:
         """Saves if `step` is on the save interval (or `force`); returns whether it saved."""
@@ -69,6 +112,17 @@ def _find_state_dir(path: str) -> str:
             return candidate
     raise UserError(f"{path}: no orbax checkpoint found (expected a workdir, its checkpoints/ "
                     "folder or a step folder)")
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The training step of the weights `load_variables(path)` reads (None for a `convert`
+    output or another folder without a step)."""
+    item_dir = _find_state_dir(path)
+    for folder in (os.path.dirname(item_dir), item_dir):
+        name = os.path.basename(folder)
+        if name.isdigit():
+            return int(name)
+    return None
 
 
 def load_variables(path: str) -> dict[str, Any]:

@@ -96,6 +96,29 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+COMPILATION_CACHE_VARIABLE = "IFC_JAX_COMPILATION_CACHE"
+
+
+def default_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache for the commands, so a second run with the
+    same shapes loads its programs instead of compiling them again. The folder is
+    $IFC_JAX_COMPILATION_CACHE (`off` disables it), else JAX's own
+    $JAX_COMPILATION_CACHE_DIR, else ~/.cache/ifc_jax/xla ($XDG_CACHE_HOME respected).
+    Returns the folder in use (None when off)."""
+    choice = os.environ.get(COMPILATION_CACHE_VARIABLE, "")
+    if choice.lower() == "off":
+        return None
+    folder = choice or os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "ifc_jax", "xla")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder  # read when jax is imported
+    if "jax" in sys.modules:  # already imported (a test, a notebook): set it directly
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     # TensorFlow (data pipeline, TensorBoard writer) logs data errors raised inside tf.data as
     # C++ warnings with a Python traceback before we turn them into one clear line; keep its
@@ -104,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     # TF announces its oneDNN CPU kernels on import through a logger that ignores the level
     # above. We run no TF math that they speed up (only decoding, resizing and tf.data).
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    default_compilation_cache()
     argv = sys.argv[1:] if argv is None else argv
     try:
         rest, overrides = split_config_overrides(argv)

@@ -131,3 +131,25 @@ def test_module_entry_point_is_the_same_command_line():
     assert proc.stdout.startswith("usage: python -m ifc_jax") and "flops" in proc.stdout
     assert cli.program_name("/usr/bin/ifc-jax") == "ifc-jax"
     assert cli.program_name("main.py") == "python main.py"
+
+
+@pytest.mark.parametrize("setting,expected", [
+    ({}, "{cache}/ifc_jax/xla"),
+    ({"JAX_COMPILATION_CACHE_DIR": "/tmp/jax-own"}, "/tmp/jax-own"),
+    ({"IFC_JAX_COMPILATION_CACHE": "/tmp/ours", "JAX_COMPILATION_CACHE_DIR": "/x"},
+     "/tmp/ours"),
+    ({"IFC_JAX_COMPILATION_CACHE": "off"}, "None"),
+])
+def test_commands_use_a_persistent_compilation_cache(tmp_path, setting, expected):
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("JAX_COMPILATION_CACHE_DIR", "IFC_JAX_COMPILATION_CACHE")}
+    env.update(setting, XDG_CACHE_HOME=str(tmp_path))
+    code = ("from ifc_jax.cli import default_compilation_cache\n"
+            "folder = default_compilation_cache()\nimport jax\n"
+            "print(folder, jax.config.jax_compilation_cache_dir)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    folder, in_jax = proc.stdout.split()
+    assert folder == expected.format(cache=tmp_path)
+    assert in_jax == (folder if folder != "None" else "None")

@@ -30,3 +30,11 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)
     assert again["final_train_loss"] is None  # nothing left to train
     assert again["metrics"] == summary["metrics"]
+
+    # `evaluate --workdir` alone uses the config the training recorded (with the demo's
+    # overrides) and reproduces the run's metrics.
+    output = str(tmp_path / "evaluated")
+    assert cli.main(["evaluate", "--workdir", workdir, "--output", output, "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert {key: evaluated["metrics"][key] for key in summary["metrics"]} == summary["metrics"]
+    assert evaluated["run"]["checkpoint_step"] == 2

@@ -156,7 +156,13 @@ def test_evaluate_writes_results_and_metrics(toy_workdir, capsys):
     metrics = _read_json(workdir, "eval", "metrics.json")
     assert list(metrics)[:12] == ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
                                   "AR100", "ARs", "ARm", "ARl"]
+    run = metrics.pop("run")
     assert summary["metrics"] == metrics
+    assert run == summary["run"]
+    assert (run["checkpoint_step"], run["window_frames"], run["window_stride"]) == (0, 3, 1)
+    assert run["weights"] == os.path.abspath(workdir) and len(run["config_sha256"]) == 16
+    assert sorted(os.listdir(os.path.join(workdir, "eval"))) == ["metrics.json",
+                                                                 "results.json"]
 
 
 def test_evaluate_refuses_a_class_count_mismatch_and_missing_weights(toy_workdir, capsys):

@@ -52,6 +52,20 @@ def test_matchers_agree_with_more_queries_and_slots():
     np.testing.assert_array_equal(host, device)
 
 
+def test_host_matcher_survives_non_finite_scores():
+    """A diverged step must reach the loop's NaN check, not die in scipy."""
+    scores, valid = _random_case(3)
+    scores[0, 0, 2, 1] = np.nan
+    scores[1, 1] = np.inf
+    result = np.asarray(matching.hungarian_match(scores, valid, "host"))
+    for layer in range(2):
+        for clip in range(3):
+            matched = result[layer, clip, valid[clip]]
+            assert len(set(matched.tolist())) == len(matched)  # still a matching
+    finite = _scipy_reference(np.where(np.isfinite(scores), scores, -1e9), valid)
+    assert all(result[key] == row for key, row in finite.items())
+
+
 def test_host_matcher_makes_one_callback_per_device(monkeypatch):
     devices = np.array(jax.devices()[:8])
     assert devices.size == 8, "conftest sets 8 virtual CPU devices"

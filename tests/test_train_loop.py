@@ -111,6 +111,20 @@ def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, toy_ro
     assert saved >= 3 and saved >= logged  # saved at the step boundary after the signal
 
 
+def test_a_diverging_run_stops_with_one_line_naming_the_step(tmp_path, toy_root):
+    """lr=1e4 makes the loss non-finite within a few steps; with the scipy matcher the NaN
+    scores must not end the run inside the host callback before our check names the step."""
+    command = _train_command(tmp_path / "diverged", toy_root, 30, "--config.train.lr=1e4",
+                             "--config.train.warmup_steps=0",
+                             matcher="--config.train.matcher=host")
+    proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: loss became ") and " at step " in last, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -144,6 +158,56 @@ def test_two_processes_train_together_and_agree(tmp_path, toy_root):
     logged = read_metrics(str(workdir))  # written by process 0 only
     assert sorted(logged) == [1, 2, 3]
     assert f"{logged[3]['loss']:.4f}" == losses[0][-1]
+
+
+def _two_processes(workdir, toy_root, steps, port):
+    procs = []
+    for process_id in range(2):
+        command = _train_command(
+            workdir, toy_root, steps, "--config.train.batch_size=8",
+            "--config.distributed.mode=explicit",
+            f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+            "--config.distributed.num_processes=2",
+            f"--config.distributed.process_id={process_id}")
+        procs.append(subprocess.Popen(command, cwd=REPO, env=_env(devices=4),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    return procs
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, toy_root):
+    """Preemption may reach one host of a job: both processes must agree on the stop step,
+    save it and exit 0; resuming then continues like an uninterrupted run."""
+    workdir, reference_dir = tmp_path / "preempted", tmp_path / "reference"
+    procs = _two_processes(workdir, toy_root, 500, _free_port())
+    deadline = time.time() + 400
+    while max(read_metrics(str(workdir)), default=0) < 1:
+        assert all(proc.poll() is None for proc in procs), procs[0].communicate()[1][-3000:]
+        assert time.time() < deadline, "training did not reach step 1 in time"
+        time.sleep(0.1)
+    procs[1].send_signal(signal.SIGTERM)  # only the second process is told
+    outputs = [proc.communicate(timeout=400)[1] for proc in procs]
+    stopped = []
+    for proc, stderr in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, stderr[-3000:]
+        line = next(line for line in stderr.splitlines() if "saved a checkpoint at step" in line)
+        stopped.append(int(line.split("at step ")[1].split(";")[0]))
+    assert stopped[0] == stopped[1] < 500
+    assert "SIGTERM: saved" in outputs[1] and "another process was stopped" in outputs[0]
+    stop = stopped[0]
+    assert max(_checkpoint_steps(workdir)) == stop
+
+    end = stop + 2
+    for procs_run, folder in ((_two_processes(workdir, toy_root, end, _free_port()), workdir),
+                              (_two_processes(reference_dir, toy_root, end, _free_port()),
+                               reference_dir)):
+        for proc in procs_run:
+            _, stderr = proc.communicate(timeout=400)
+            assert proc.returncode == 0, stderr[-3000:]
+        assert max(read_metrics(str(folder))) == end
+    resumed, reference = read_metrics(str(workdir)), read_metrics(str(reference_dir))
+    for step in range(stop + 1, end + 1):
+        assert resumed[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-5)
 
 
 def test_corrupt_frame_gives_one_error_line_and_no_tensorflow_traceback(tmp_path):

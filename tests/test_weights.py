@@ -53,3 +53,39 @@ def test_mis_shaped_or_missing_checkpoints_fail_clearly(tmp_path):
         merge_params(target, source)
     with pytest.raises(UserError, match="no orbax checkpoint found"):
         load_variables(str(tmp_path))
+
+
+@pytest.mark.parametrize("damage", ["metadata", "arrays"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog,
+                                                                   monkeypatch, damage):
+    import logging
+    import os
+
+    workdir = str(tmp_path / "run")
+    checkpoints = Checkpoints(workdir, 1, 3)
+    checkpoints.save(1, _state(1.0), force=True)
+    checkpoints.save(2, _state(2.0), force=True)
+    checkpoints.close()
+    step_dir = tmp_path / "run" / "checkpoints" / "2"
+    for folder, _, files in os.walk(step_dir):  # a half-written or damaged step folder
+        for name in files:
+            path = os.path.join(folder, name)
+            if (damage == "metadata") == ("metadata" in name.lower()):
+                with open(path, "wb") as stream:
+                    stream.write(b"\0garbage")
+    monkeypatch.setattr(logging.getLogger("ifc_jax.train"), "propagate", True)
+    checkpoints = Checkpoints(workdir, 1, 3)
+    with caplog.at_level(logging.WARNING, logger="ifc_jax.train"):
+        state, step = checkpoints.restore_latest_intact(_state(0.0))
+    assert step == 1
+    np.testing.assert_array_equal(state["params"]["decoder"]["w"], np.full((4,), 1.0))
+    assert "checkpoint step 2" in caplog.text and "falling back to step 1" in caplog.text
+    assert (tmp_path / "run" / "checkpoints" / "corrupt_2").is_dir()  # kept, not deleted
+    assert checkpoints.latest_step() == 1
+    assert checkpoints.save(2, _state(3.0), force=True)  # the step can be saved again
+    checkpoints.close()
+    assert Checkpoints(workdir, 1, 3).restore_latest_intact(_state(0.0))[1] == 2
+
+
+def test_no_checkpoint_restores_nothing(tmp_path):
+    assert Checkpoints(str(tmp_path / "empty"), 1, 1).restore_latest_intact(_state(0.0)) is None

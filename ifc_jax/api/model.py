@@ -15,6 +15,7 @@ with `predict(..., decode_masks=True)`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ifc_jax.checkpoints import find_config_json
+from ifc_jax.checkpoints import checkpoint_step, find_config_json
 from ifc_jax.config import config_from_json, ensure_config
 from ifc_jax.data.masks import decode_rle
 from ifc_jax.data.sources import class_names_and_ids
@@ -168,7 +169,18 @@ class Model:
         metrics.json when annotated) and returns the summary with the metrics."""
         from ifc_jax.evaluation.evaluate import evaluate_split
 
-        return evaluate_split(self.config, self.network, self.variables, output, split)
+        return evaluate_split(self.config, self.network, self.variables, output, split,
+                              run=self.provenance())
+
+    def provenance(self) -> dict[str, Any]:
+        """What produced this model's results: weights, their step, windows, config hash."""
+        inference = self.config.inference
+        return {"weights": os.path.abspath(self.weights),
+                "checkpoint_step": checkpoint_step(self.weights),
+                "window_frames": inference.window_frames,
+                "window_stride": inference.window_stride,
+                "config_sha256": hashlib.sha256(
+                    self.config.to_json(sort_keys=True).encode()).hexdigest()[:16]}
 
 
 def resolve_config(config: Any | None, workdir: str) -> Any:

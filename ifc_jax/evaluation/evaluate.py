@@ -18,16 +18,20 @@ from ifc_jax.data import sources
 from ifc_jax.evaluation.results import result_options, video_results, write_results_json
 from ifc_jax.evaluation.ytvis_metric import evaluate_results
 from ifc_jax.inference.predictor import VideoPredictor
-from ifc_jax.io import UserError, atomic_write_bytes
+from ifc_jax.io import UserError, atomic_write_bytes, read_json
 from ifc_jax.models.ifc import IFC
 
 log = logging.getLogger("ifc_jax.evaluate")
 
 
 def evaluate_split(config: Any, model: IFC, variables: Any, output_dir: str,
-                   split: str = "val") -> dict[str, Any]:
+                   split: str = "val", run: dict[str, Any] | None = None) -> dict[str, Any]:
     """Runs `model` with `variables` on `split` of `config.data` with `config.inference`'s
-    windows and tracking; returns a summary (with the metrics if the split is annotated)."""
+    windows and tracking; returns a summary (with the metrics if the split is annotated).
+
+    `run`: what produced the results (weights, checkpoint step, windows, config hash), kept
+    in the summary and in metrics.json under "run".
+    """
     options = result_options(config.inference)
     dataset = sources.load_split(config.data, split)
     if dataset.categories.num_classes != config.model.num_classes:
@@ -56,7 +60,11 @@ def evaluate_split(config: Any, model: IFC, variables: Any, output_dir: str,
     elapsed = time.perf_counter() - begin
     os.makedirs(output_dir, exist_ok=True)
     results_path = os.path.join(output_dir, "results.json")
-    write_results_json(results_path, results)
+    metrics_path = os.path.join(output_dir, "metrics.json")
+    # Both files are written beside their targets and renamed together at the end, so a
+    # failure leaves the previous pair, never a new results.json beside old metrics.
+    pending_results = os.path.join(output_dir, f".results-{os.getpid()}.json.part")
+    pending_metrics = os.path.join(output_dir, f".metrics-{os.getpid()}.json.part")
     summary: dict[str, Any] = {
         "results": results_path,
         "videos": len(dataset.videos),
@@ -65,14 +73,23 @@ def evaluate_split(config: Any, model: IFC, variables: Any, output_dir: str,
         "seconds": elapsed,
         "frames_per_second": total_frames / max(elapsed, 1e-9),
         "seconds_by_stage": seconds,
+        "run": dict(run or {}),
     }
-    if dataset.has_annotations:
-        with open(dataset.json_path, encoding="utf-8") as stream:
-            ground_truth = json.load(stream)
-        metrics = evaluate_results(ground_truth, results, gt_source=dataset.json_path,
-                                   results_source=results_path)
-        metrics_path = os.path.join(output_dir, "metrics.json")
-        atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
-        summary["metrics"] = metrics
-        summary["metrics_file"] = metrics_path
+    try:
+        write_results_json(pending_results, results)
+        if dataset.has_annotations:
+            ground_truth = read_json(dataset.json_path, "annotation file")
+            metrics = evaluate_results(ground_truth, results, gt_source=dataset.json_path,
+                                       results_source=results_path)
+            atomic_write_bytes(pending_metrics, (json.dumps(
+                {**metrics, "run": summary["run"]}, indent=2) + "\n").encode())
+            summary["metrics"] = metrics
+            summary["metrics_file"] = metrics_path
+        os.replace(pending_results, results_path)
+        if dataset.has_annotations:
+            os.replace(pending_metrics, metrics_path)
+    finally:
+        for path in (pending_results, pending_metrics):
+            if os.path.exists(path):
+                os.unlink(path)
     return summary

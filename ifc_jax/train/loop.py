@@ -33,6 +33,7 @@ from ifc_jax.models.ifc import IFC
 from ifc_jax.train.losses import PAPER_LOSS_WEIGHTS, LossWeights
 from ifc_jax.train.optim import build_optimizer
 from ifc_jax.train.step import BATCH_AXIS, init_state, make_train_step, select_model_inputs
+from ifc_jax.train.workdir import check_resumable, prepare_workdir, workdir_lock
 
 log = logging.getLogger("ifc_jax.train")
 
@@ -102,10 +103,8 @@ def _load_train_split(config: Any) -> Any:
     generated_here = config.data.dataset == "toy" and jax.process_index() == 0
     if generated_here:
         dataset = sources.load_split(config.data, "train")
-    if config.data.dataset == "toy" and jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("toy dataset ready")
+    if config.data.dataset == "toy":
+        _sync("toy dataset ready")
     if not generated_here:
         dataset = sources.load_split(config.data, "train")
     if dataset.categories.num_classes != config.model.num_classes:
@@ -187,10 +186,52 @@ def loss_weights(config: Any) -> LossWeights:
 
 
 def train(config: Any, workdir: str) -> list[dict[str, float]]:
-    """Trains `config` in `workdir`; returns the logged metrics (one dict per log step)."""
+    """Trains `config` in `workdir`; returns the logged metrics (one dict per log step).
+
+    Before anything expensive: the workdir must be writable and not in use by another train
+    (WORKDIR/train.lock), and its checkpoints must fit the config's shapes; the config is
+    then recorded as WORKDIR/config.json.
+    """
     _check_training_extras()
     setup_distributed(config.distributed)
     check_can_train(config, jax.device_count(), jax.process_count())
+    leader = jax.process_index() == 0
+    if leader:
+        prepare_workdir(workdir)
+    _sync("workdir ready")
+    with workdir_lock(workdir, take=leader):
+        check_resumable(workdir, config, has_checkpoints=_has_checkpoints(workdir))
+        _sync("config compared")
+        if leader:  # what `load`, `evaluate` and `predict` default to
+            write_config_json(workdir, config)
+        return _train(config, workdir)
+
+
+def _sync(name: str) -> None:
+    """A barrier of all processes of a multi-process job (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _any_process(flag: bool) -> bool:
+    """Whether `flag` is set in any process. A signal may reach only some hosts of a job
+    (one preempted VM, one Ctrl-C): every process must stop after the same step, or the
+    others would wait forever in the next step's collectives."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+
+
+def _has_checkpoints(workdir: str) -> bool:
+    folder = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
+def _train(config: Any, workdir: str) -> list[dict[str, float]]:
     # TensorFlow (data, TensorBoard writer) is imported only once the run is known good.
     from clu import metric_writers
 
@@ -199,9 +240,12 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
 
     dataset = _load_train_split(config)
     os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:  # what `load`, `evaluate` and `predict` default to
-        write_config_json(workdir, config)
     mesh = make_mesh()
+    devices = jax.devices()
+    log.info("%d %s device(s) (%s) in %d process(es); mesh %s; %d clips per step, %d per "
+             "device", len(devices), devices[0].platform, devices[0].device_kind,
+             jax.process_count(), dict(mesh.shape), config.train.batch_size,
+             config.train.batch_size // len(devices))
     model = IFC.from_config(config.model)
     train_cfg = config.train
     num_steps = int(train_cfg.num_steps)
@@ -211,9 +255,9 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
 
     checkpoints = Checkpoints(workdir, int(train_cfg.checkpoint_every),
                               int(train_cfg.keep_checkpoints))
-    start_step = checkpoints.latest_step()
-    if start_step is not None:
-        state = checkpoints.restore(state, start_step)
+    restored = checkpoints.restore_latest_intact(state)
+    if restored is not None:
+        state, start_step = restored
         log.info("resumed from %s at step %d", checkpoints.directory, start_step)
     else:
         start_step = 0
@@ -275,10 +319,11 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
                     sys.stderr.write(f"\r\033[Kstep {step}/{num_steps}")
                     sys.stderr.flush()
                 checkpoints.save(step, state)
-                if preemption.requested:
+                if _any_process(preemption.requested):
                     _save_now(checkpoints, step, state)
                     log.warning("%s: saved a checkpoint at step %d; exiting",
-                                preemption.signal_name, step)
+                                preemption.signal_name or "another process was stopped",
+                                step)
                     break
             else:
                 _save_now(checkpoints, step, state)

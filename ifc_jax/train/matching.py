@@ -61,6 +61,10 @@ def _solve_on_host(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
     from scipy.optimize import linear_sum_assignment
 
     scores, valid = np.asarray(scores), np.asarray(valid)
+    # A diverged model gives NaN or infinite scores, which scipy refuses with an exception
+    # that would end the run with a traceback from inside the callback. Any assignment will
+    # do for that step: the loop's own check then stops the run with one line naming it.
+    scores = np.where(np.isfinite(scores), scores, np.float32(-1e9))
     layers, clips, _, slots = scores.shape
     query_index = np.zeros((layers, clips, slots), np.int32)
     for clip in range(clips):

@@ -1,0 +1,123 @@
+"""A training workdir: writable, one train at a time (stale locks taken over), and resumed
+only under a config with the same model and data shapes."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ifc_jax.checkpoints import write_config_json
+from ifc_jax.config import load_config
+from ifc_jax.io import UserError
+from ifc_jax.train.workdir import (
+    LOCK_FILE,
+    WorkdirLock,
+    changed_keys,
+    check_resumable,
+    prepare_workdir,
+    workdir_lock,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_workdir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        prepare_workdir(str(path))
+    prepare_workdir(str(tmp_path / "new" / "run"))
+    assert (tmp_path / "new" / "run").is_dir() and not os.listdir(tmp_path / "new" / "run")
+
+
+def test_one_train_per_workdir_and_the_lock_is_released(tmp_path):
+    with workdir_lock(str(tmp_path)):
+        owner = json.loads((tmp_path / LOCK_FILE).read_text())
+        assert owner["pid"] == os.getpid()
+        with pytest.raises(UserError, match=f"another train \\(pid {os.getpid()}"):
+            WorkdirLock(str(tmp_path)).acquire()
+    assert not (tmp_path / LOCK_FILE).exists()
+    with pytest.raises(RuntimeError), workdir_lock(str(tmp_path)):
+        raise RuntimeError("a failed run")
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("content", ["dead", "garbage"])
+def test_the_lock_of_a_process_that_is_gone_is_taken_over(tmp_path, caplog, monkeypatch,
+                                                          content):
+    import socket
+
+    text = (json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "started": "then"})
+            if content == "dead" else "{not json")
+    (tmp_path / LOCK_FILE).write_text(text)
+    monkeypatch.setattr(logging.getLogger("ifc_jax.train"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="ifc_jax.train"), \
+            workdir_lock(str(tmp_path)):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert "taking over the lock" in caplog.text
+
+
+def test_a_lock_from_another_host_is_not_taken(tmp_path):
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere-0"}))
+    with pytest.raises(UserError, match="host elsewhere-0"):
+        WorkdirLock(str(tmp_path)).acquire()
+    assert (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_second_train_on_a_live_workdir_exits_2_with_one_line(tmp_path):
+    workdir = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        import socket
+
+        workdir.mkdir()
+        (workdir / LOCK_FILE).write_text(json.dumps(
+            {"pid": holder.pid, "host": socket.gethostname(), "started": "now"}))
+        proc = subprocess.run(
+            [sys.executable, "main.py", "train", "--config", "tiny", "--workdir", str(workdir),
+             "--config.train.batch_size=8"],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {workdir}: another train (pid {holder.pid}")
+    assert "Traceback" not in proc.stderr
+    assert sorted(os.listdir(workdir)) == [LOCK_FILE]  # nothing else was written
+
+
+def test_resuming_under_other_shapes_is_refused_other_changes_are_logged(tmp_path, caplog,
+                                                                        monkeypatch):
+    workdir = str(tmp_path)
+    write_config_json(workdir, load_config("tiny"))
+    check_resumable(workdir, load_config("tiny", ["model.hidden_dim=64"]),
+                    has_checkpoints=False)  # nothing to resume: anything goes
+    with pytest.raises(UserError, match=r"model.hidden_dim \(32 -> 64\)"):
+        check_resumable(workdir, load_config("tiny", ["model.hidden_dim=64"]),
+                        has_checkpoints=True)
+    with pytest.raises(UserError, match=r"data.pad_width \(96 -> 128\)"):
+        check_resumable(workdir, load_config("tiny", ["data.pad_width=128"]),
+                        has_checkpoints=True)
+    monkeypatch.setattr(logging.getLogger("ifc_jax.train"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="ifc_jax.train"):
+        check_resumable(workdir, load_config("tiny", ["train.lr=0.001", "model.dtype=bfloat16",
+                                                      "train.num_steps=9"]),
+                        has_checkpoints=True)
+    assert "config.train.lr changed: 0.0001 -> 0.001" in caplog.text
+    assert "config.train.num_steps changed: 6000 -> 9" in caplog.text
+
+
+def test_changed_keys_compares_nested_values():
+    assert changed_keys({"a": {"b": [1, 2], "c": 1}}, {"a": {"b": (1, 2), "c": 2}}) == {
+        "a.c": (1, 2)}
