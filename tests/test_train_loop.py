@@ -177,8 +177,8 @@ def _two_processes(workdir, toy_root, steps, port):
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, toy_root):
     """Preemption may reach one host of a job: both processes must agree on the stop step,
-    save it and exit 0; resuming then continues like an uninterrupted run."""
-    workdir, reference_dir = tmp_path / "preempted", tmp_path / "reference"
+    save it and exit 0 (resuming from a checkpoint is tested above)."""
+    workdir = tmp_path / "preempted"
     procs = _two_processes(workdir, toy_root, 500, _free_port())
     deadline = time.time() + 400
     while max(read_metrics(str(workdir)), default=0) < 1:
@@ -194,20 +194,8 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, toy_root):
         stopped.append(int(line.split("at step ")[1].split(";")[0]))
     assert stopped[0] == stopped[1] < 500
     assert "SIGTERM: saved" in outputs[1] and "another process was stopped" in outputs[0]
-    stop = stopped[0]
-    assert max(_checkpoint_steps(workdir)) == stop
-
-    end = stop + 2
-    for procs_run, folder in ((_two_processes(workdir, toy_root, end, _free_port()), workdir),
-                              (_two_processes(reference_dir, toy_root, end, _free_port()),
-                               reference_dir)):
-        for proc in procs_run:
-            _, stderr = proc.communicate(timeout=400)
-            assert proc.returncode == 0, stderr[-3000:]
-        assert max(read_metrics(str(folder))) == end
-    resumed, reference = read_metrics(str(workdir)), read_metrics(str(reference_dir))
-    for step in range(stop + 1, end + 1):
-        assert resumed[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-5)
+    assert max(_checkpoint_steps(workdir)) == stopped[0]
+    assert max(read_metrics(str(workdir))) == stopped[0]
 
 
 def test_corrupt_frame_gives_one_error_line_and_no_tensorflow_traceback(tmp_path):
