@@ -10,7 +10,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BLOCK = """
 import sys
-for name in ("tensorflow", "tensorflow_datasets", "clu"):
+for name in ("tensorflow", "tensorflow_datasets", "clu", "tensorboard"):
     sys.modules[name] = None  # any import of them raises ImportError
 """
 MODULES = ["ifc_jax.models.ifc", "ifc_jax.inference.predictor", "ifc_jax.evaluation.evaluate",
@@ -47,6 +47,7 @@ def test_training_without_the_data_extra_is_one_clear_error(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: training needs tensorflow, tensorflow_datasets, clu (the input pipeline and "
+        "error: training needs tensorflow, tensorflow_datasets, clu, tensorboard (the input "
+        "pipeline and "
         "TensorBoard): pip install 'ifc-jax[data]'")
     assert not (tmp_path / "wd").exists()

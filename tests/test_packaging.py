@@ -25,7 +25,13 @@ def test_entry_points_extras_and_licence():
     project = _pyproject()["project"]
     assert project["scripts"] == {"ifc-jax": "ifc_jax.cli:main"}
     assert project["license"] == "Apache-2.0"
-    assert {"tpu", "cuda", "data", "dev"} <= set(project["optional-dependencies"])
+    extras = project["optional-dependencies"]
+    assert {"tpu", "cuda", "data", "dev"} <= set(extras)
+    names = {extra: {requirement.split(">")[0].split("[")[0] for requirement in extras[extra]}
+             for extra in extras}
+    # what `train` checks for (train/loop.py) is in the data extra, and dev has all of data
+    assert {"tensorflow-cpu", "tensorflow-datasets", "clu", "tensorboard"} <= names["data"]
+    assert names["data"] <= names["dev"]
     base = " ".join(project["dependencies"])
     for heavy in ("tensorflow", "clu"):  # inference, FLOPs and conversion run without them
         assert heavy not in base

@@ -62,7 +62,7 @@ def _check_training_extras() -> None:
     `[data]` extra: inference, conversion and FLOPs run without them)."""
     import importlib.util
 
-    missing = [name for name in ("tensorflow", "tensorflow_datasets", "clu")
+    missing = [name for name in ("tensorflow", "tensorflow_datasets", "clu", "tensorboard")
                if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(f"training needs {', '.join(missing)} (the input pipeline and "
