@@ -141,7 +141,9 @@ class Model:
                            time.perf_counter() - begin)
 
     def _tracks(self, prediction: VideoPrediction, results: list[dict]) -> list[Track]:
-        """`Track`s of the results entries (same order as results, then best score first)."""
+        """`Track`s of the results entries, best score first."""
+        # video_results puts a track's own segmentation list (the same object) into each of
+        # its entries, so the list's identity says which track an entry belongs to.
         by_segmentations = {id(s): index for index, s in enumerate(prediction.segmentations)}
         index_of_category = {cid: k for k, cid in enumerate(self.category_ids)}
         tracks = []
