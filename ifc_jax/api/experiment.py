@@ -79,9 +79,7 @@ def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
     _check_overlay_options(min_score, gif_frames, keyframes, overlay_max_side, fps, output)
     config = resolve_config(config, workdir)
     opened = open_video(video, folder_fps=fps)
-    if not os.path.exists(weights or workdir):
-        raise UserError(f"{weights or workdir}: no such workdir or checkpoint")
-    model = Model(config, weights or workdir)
+    model = Model(config, weights or workdir)  # a missing workdir fails before any build
     run = model.predict_video_input(opened)
     os.makedirs(output, exist_ok=True)
     results_path = os.path.join(output, "results.json")
