@@ -117,8 +117,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.no_object_weight = 0.1  # class weight of "no object" in the CE loss (eos_coef)
     config.train.matcher = "host"  # host (scipy, one callback per device) | device (optax)
     config.train.log_every = 20  # steps between log lines / TensorBoard scalars
+    # TensorBoard event files in the workdir (False: metrics go to the log and
+    # WORKDIR/train_metrics.jsonl only).
+    config.train.tensorboard = True
     config.train.checkpoint_every = 500  # steps between checkpoints
     config.train.keep_checkpoints = 3
+    # Steps between evaluations of the val split (config.data, config.inference) during
+    # training, into WORKDIR/eval/step_<N> and TensorBoard's eval/*; 0: none (docs/training.md).
+    config.train.eval_every_steps = 0
     config.train.init_from = ""  # a workdir or `convert` output to start from
     config.train.init_exclude = ("class_embed",)  # params not taken from init_from
 

@@ -9,7 +9,6 @@ its checkpoints/ folder or one step folder (also what `convert` writes).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ifc_jax import storage
 from ifc_jax.io import UserError
 
 log = logging.getLogger("ifc_jax.train")
@@ -28,7 +28,8 @@ class Checkpoints:
     """A thin wrapper over `ocp.CheckpointManager` for the train state."""
 
     def __init__(self, workdir: str, save_every: int, keep: int):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        # Absolute: orbax refuses relative paths (URLs such as gs://... are kept as they are).
+        self.directory = storage.absolute(storage.join(workdir, "checkpoints"))
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(save_interval_steps=save_every,
@@ -70,13 +71,13 @@ class Checkpoints:
         """Moves a step that cannot be restored out of the manager's view (process 0 moves,
         every process then reloads the list of steps)."""
         if jax.process_index() == 0:
-            source = os.path.join(self.directory, str(step))
-            target = os.path.join(self.directory, f"corrupt_{step}")
+            source = storage.join(self.directory, str(step))
+            target = storage.join(self.directory, f"corrupt_{step}")
             suffix = 1
-            while os.path.exists(target):
-                target = os.path.join(self.directory, f"corrupt_{step}_{suffix}")
+            while storage.exists(target):
+                target = storage.join(self.directory, f"corrupt_{step}_{suffix}")
                 suffix += 1
-            os.rename(source, target)
+            storage.rename_folder(source, target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
@@ -97,18 +98,18 @@ def _find_state_dir(path: str) -> str:
 
     The result is absolute: orbax refuses to restore from a relative path.
     """
-    path = os.path.abspath(path)
-    candidates = [path, os.path.join(path, "checkpoints")]
+    path = storage.absolute(path)
+    candidates = [path, storage.join(path, "checkpoints")]
     for candidate in candidates:
-        if not os.path.isdir(candidate):
+        if not storage.isdir(candidate):
             continue
-        steps = sorted(int(name) for name in os.listdir(candidate) if name.isdigit())
+        steps = sorted(int(name) for name in storage.listdir(candidate) if name.isdigit())
         if steps:
-            candidate = os.path.join(candidate, str(steps[-1]))
-        default_item = os.path.join(candidate, "default")
-        if os.path.isdir(default_item):
+            candidate = storage.join(candidate, str(steps[-1]))
+        default_item = storage.join(candidate, "default")
+        if storage.isdir(default_item):
             return default_item
-        if os.path.isfile(os.path.join(candidate, "_METADATA")):
+        if storage.isfile(storage.join(candidate, "_METADATA")):
             return candidate
     raise UserError(f"{path}: no orbax checkpoint found (expected a workdir, its checkpoints/ "
                     "folder or a step folder)")
@@ -118,8 +119,8 @@ def checkpoint_step(path: str) -> int | None:
     """The training step of the weights `load_variables(path)` reads (None for a `convert`
     output or another folder without a step)."""
     item_dir = _find_state_dir(path)
-    for folder in (os.path.dirname(item_dir), item_dir):
-        name = os.path.basename(folder)
+    for folder in (storage.dirname(item_dir), item_dir):
+        name = storage.basename(folder)
         if name.isdigit():
             return int(name)
     return None
@@ -187,23 +188,47 @@ def merge_params(target: Any, source: Any, exclude_prefixes: Sequence[str] = ()
 
 
 CONFIG_FILE = "config.json"  # the resolved config a training ran with, in its workdir
+CONFIG_RECIPE_FILE = "config.py"  # the same, as a recipe: --config WORKDIR/config.py
+
+_RECIPE_TEMPLATE = '''"""The resolved config of a training, recorded in its workdir by `train`.
+
+Rebuild it with `--config` and this file's path (plus --config.KEY VALUE overrides);
+config.json beside it holds the same values.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(VALUES)
+
+
+VALUES = {values}
+'''
 
 
 def write_config_json(workdir: str, config: Any) -> str:
-    """Records `config` (a ConfigDict) as WORKDIR/config.json, atomically; returns the path."""
+    """Records `config` (a ConfigDict) as WORKDIR/config.json and, in its ml_collections form,
+    as the recipe WORKDIR/config.py, each atomically; returns the JSON path."""
+    import pprint
+
     from ifc_jax.io import atomic_write_bytes
 
-    path = os.path.join(workdir, CONFIG_FILE)
+    path = storage.join(workdir, CONFIG_FILE)
     atomic_write_bytes(path, (config.to_json(indent=2, sort_keys=True) + "\n").encode())
+    # repr() of plain numbers, strings, booleans and tuples reads back to equal values.
+    values = pprint.pformat(config.to_dict(), indent=1, width=96, sort_dicts=True)
+    recipe = _RECIPE_TEMPLATE.format(values=values)
+    atomic_write_bytes(storage.join(workdir, CONFIG_RECIPE_FILE), recipe.encode())
     return path
 
 
 def find_config_json(path: str) -> str | None:
     """The config.json recorded for weights at `path` (a workdir, its checkpoints/ folder or
     a step folder), or None."""
-    path = os.path.abspath(path)
-    for folder in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
-        candidate = os.path.join(folder, CONFIG_FILE)
-        if os.path.isfile(candidate):
+    path = storage.absolute(path)
+    for folder in (path, storage.dirname(path), storage.dirname(storage.dirname(path))):
+        candidate = storage.join(folder, CONFIG_FILE)
+        if storage.isfile(candidate):
             return candidate
     return None

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from ifc_jax.io import UserError
+from ifc_jax.io import WRITE_FAILURE_ERRNOS, UserError
 
 _FORMAT = "%(asctime)s %(message)s"
 
@@ -119,6 +119,20 @@ def default_compilation_cache() -> str | None:
     return folder
 
 
+def storage_failure(err: BaseException) -> str | None:
+    """'FILE: reason' when `err`, or an error it was raised from (libraries such as orbax
+    wrap the OSError of a failed write), is a full disk, a quota, a file-size limit or a
+    read-only / forbidden file; None otherwise."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in WRITE_FAILURE_ERRNOS:
+            reason = err.strerror or os.strerror(err.errno)
+            return f"{err.filename}: {reason}" if err.filename else reason
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     # TensorFlow (data pipeline, TensorBoard writer) logs data errors raised inside tf.data as
     # C++ warnings with a Python traceback before we turn them into one clear line; keep its
@@ -145,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        failure = storage_failure(err)
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,12 +4,21 @@ aligned tables, JSON on stdout and PNG figures."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import io as io_module
 import json
 import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
+
+from ifc_jax import storage
+
+# errno values of a write the machine refused (full disk, quota, file-size limit, read-only
+# or forbidden folder): reported as one line naming the file, not as a traceback.
+WRITE_FAILURE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                        errno.EPERM)
 
 
 class UserError(Exception):
@@ -24,14 +33,17 @@ def read_json(path: str, what: str = "JSON file") -> Any:
     """The parsed content of the JSON file at `path`; a missing, unreadable or malformed file
     raises UserError naming it (`what` says what the file should be, e.g. "results file")."""
     try:
-        with open(path, "rb") as stream:
-            raw = stream.read()
+        raw = storage.read_bytes(path)
     except FileNotFoundError as err:
         raise UserError(f"{path}: {what} not found") from err
     except IsADirectoryError as err:
         raise UserError(f"{path}: is a folder, expected a {what}") from err
     except OSError as err:
-        raise UserError(f"{path}: cannot read {what} ({err.strerror})") from err
+        raise UserError(f"{path}: cannot read {what} ({err.strerror or err})") from err
+    except Exception as err:  # cloud storage clients raise their own error types
+        if not storage.is_url(path):
+            raise
+        raise UserError(f"{path}: cannot read {what} ({_first_line(err)})") from err
     try:
         # From bytes, json detects the encoding the JSON standard allows: UTF-8 with or
         # without a byte-order mark (text mode would refuse the mark), UTF-16 and UTF-32.
@@ -41,6 +53,11 @@ def read_json(path: str, what: str = "JSON file") -> Any:
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: malformed JSON in {what} (line {err.lineno} column "
                         f"{err.colno}: {err.msg})") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -64,22 +81,41 @@ def atomic_writer(path: str, mode: str = "wb") -> Iterator[IO]:
     """A stream to a temp file beside `path` that becomes `path` only if the block succeeds.
 
     Readers never see a half-written file, and a failure leaves no temp file behind. The
-    file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    file gets the usual permissions (0666 minus the umask), not mkstemp's 0600. In cloud
+    storage the content is uploaded as one object when the block succeeds (an object appears
+    whole or not at all).
     """
+    if storage.is_url(path):
+        buffer = io_module.BytesIO() if "b" in mode else io_module.StringIO()
+        yield buffer
+        data = buffer.getvalue()
+        storage.write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
+        return
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    temp_path = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
         with os.fdopen(handle, mode) as stream:
             yield stream
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temp_path, 0o666 & ~umask)
         os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
+    except OSError as err:
+        _remove_quietly(temp_path)
+        if err.errno in WRITE_FAILURE_ERRNOS:
+            raise UserError(f"{path}: cannot write ({err.strerror})") from err
         raise
+    except BaseException:
+        _remove_quietly(temp_path)
+        raise
+
+
+def _remove_quietly(path: str | None) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

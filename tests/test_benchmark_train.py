@@ -10,7 +10,8 @@ import sys
 import numpy as np
 
 from ifc_jax import cli
-from ifc_jax.benchmarks.train import synthetic_batch
+from ifc_jax.benchmarks.train import format_result, synthetic_batch
+from ifc_jax.train.step import MODEL_INPUTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One encoder block and one decoder layer: the harness is under test, not the model; this
@@ -28,6 +29,16 @@ def test_train_benchmark_json(capsys):
     assert (result["batch_size"], result["num_frames"], result["height"], result["width"],
             result["max_instances"], result["matcher"]) == (8, 3, 64, 96, 4, "host")
     assert result["device"]["count"] == 8
+    # Input bytes per step: the five fields at the global batch's shapes (8 clips, 3 frames,
+    # 64 x 96, 4 slots), the targets at stride 4 and one byte per pixel.
+    expected = {"frames": 8 * 3 * 64 * 96 * 3, "padding_mask": 8 * 3 * 64 * 96,
+                "labels": 8 * 4 * 4, "instance_valid": 8 * 4,
+                "target_counts": 8 * 4 * 3 * 16 * 24}
+    assert result["input_bytes"] == expected
+    assert result["input_bytes_per_step"] == sum(expected.values()) == 626848
+    table = format_result(result)
+    assert "input MB/step" in table and "0.627" in table
+    assert "target_counts 36,864; total 626,848" in table
     (run,) = result["runs"]
     assert run["dtype"] == "float32" and run["attention"] == "xla"
     assert (run["warmup_steps"], run["steps"], len(run["step_seconds"])) == (1, 2, 2)
@@ -44,20 +55,26 @@ def test_train_benchmark_json(capsys):
     assert run["peak"]["flop_per_s"] > 0 and run["peak"]["dtype"] == "float32"
 
 
-def test_synthetic_batch_has_its_own_masks():
+def test_synthetic_batch_has_its_own_targets():
     batch = synthetic_batch(3, 2, 48, 64, max_instances=4, num_classes=4, seed=1)
+    assert set(batch) == set(MODEL_INPUTS)  # what the pipeline ships, nothing more
     assert batch["frames"].shape == (3, 2, 48, 64, 3) and batch["frames"].dtype == np.uint8
-    assert batch["masks"].shape == (3, 4, 2, 48, 64) and batch["labels"].dtype == np.int32
+    counts = batch["target_counts"]
+    assert counts.shape == (3, 4, 2, 12, 16) and counts.dtype == np.uint8
+    assert batch["labels"].dtype == np.int32
     valid = batch["instance_valid"]
     assert valid.any(axis=1).all() and not valid.all(axis=1).any()  # some slots invalid
-    assert not batch["masks"][~valid].any() and (batch["labels"][~valid] == 0).all()
+    assert not counts[~valid].any() and (batch["labels"][~valid] == 0).all()
     assert (batch["labels"] < 4).all()
     assert batch["padding_mask"][1].any() and not batch["padding_mask"][0].any()
-    assert not batch["masks"][1][..., batch["padding_mask"][1]].any()  # no mask in padding
-    # Each valid object is visible, and its pixels carry its colour (shapes on a texture).
+    # No target where the 4 pixels a target pixel counts are padding.
+    sampled_padding = batch["padding_mask"][1][:, 1::4, 1::4]
+    assert sampled_padding.any() and not counts[1][:, sampled_padding].any()
+    # Each valid object is visible; visible masks never overlap, so the counts of a pixel's
+    # objects sum to at most 4.
     for clip, slot in zip(*np.nonzero(valid), strict=True):
-        assert batch["masks"][clip, slot].sum() > 0
-    assert not (batch["masks"].sum(axis=1) > 1).any()  # visible masks never overlap
+        assert counts[clip, slot].sum() > 0
+    assert counts.sum(axis=1).max() <= 4 and counts.max() == 4
     assert batch["frames"].std() > 10
 
 

@@ -116,8 +116,21 @@ SETTINGS = clip_settings(num_frames=3, short_sides=(10,), max_size=100, flip_pro
 
 
 def build(tracks, frame_indices, flip, settings=SETTINGS):
+    """build_train_clip's clip, with "masks" bool (N, T, H, W) beside: the instances' padded
+    full-resolution masks (from clip_targets), checked to be what target_counts counts."""
     plan = clips.ClipPlan(np.array(frame_indices), frame_indices[0], 10, flip)
-    return clips.build_train_clip(make_video(tracks), plan, settings)
+    video = make_video(tracks)
+    clip = clips.build_train_clip(video, plan, settings)
+    assert "masks" not in clip  # the targets are shipped at stride 4 only
+    h, w = clip["image_size"].tolist()
+    masks = np.zeros((settings.max_instances, len(frame_indices), settings.pad_height,
+                      settings.pad_width), bool)
+    for slot, (track, track_masks) in enumerate(
+            clips.clip_targets(video, plan, (h, w), settings.max_instances)):
+        assert clip["track_ids"][slot] == track.track_id
+        masks[slot, :, :h, :w] = track_masks
+    np.testing.assert_array_equal(clip["target_counts"], clips.stride4_counts(masks))
+    return {**clip, "masks": masks}
 
 
 def test_padding_mask_marks_exactly_the_padded_pixels():
@@ -130,6 +143,10 @@ def test_padding_mask_marks_exactly_the_padded_pixels():
     # Frames are >= 1 everywhere in the source, so zero pixels are exactly the padding.
     np.testing.assert_array_equal(clip["frames"].sum(-1) == 0, clip["padding_mask"])
     assert not clip["masks"][:, :, ~inside].any()
+    # Grid row i counts rows 4i+1 and 4i+2: in a 10 x 15 clip grid row 3 (rows 13, 14) and
+    # grid column 4 (columns 17, 18) are the first all in the padding.
+    assert clip["target_counts"].shape == (4, 3, 8, 8)
+    assert not clip["target_counts"][:, :, 3:].any() and not clip["target_counts"][..., 4:].any()
 
 
 def test_flip_moves_masks_with_frames():
@@ -180,6 +197,8 @@ def test_targets_follow_the_instance_rules():
     assert clip["present"].tolist() == [[True, True, False], [False, False, True],
                                         [False] * 3, [False] * 3]
     np.testing.assert_array_equal(clip["present"], clip["masks"].any(axis=(2, 3)))
+    # Empty slots, and frames where an instance is absent, have no target.
+    assert not clip["target_counts"][~clip["present"]].any()
     assert clip["frame_indices"].tolist() == [0, 1, 2] and clip["video_id"] == 5
 
 

@@ -16,17 +16,18 @@ PACKAGE = os.path.join(REPO, "ifc_jax")
 
 # First name under ifc_jax -> level. Siblings (same level) must not import each other.
 LEVELS = {
-    "io": 0,
-    "config": 1,
-    "models": 2, "checkpoints": 2,
-    "data": 3, "flops": 3,
-    "train": 4, "inference": 4, "convert": 4,
-    "evaluation": 5, "visualize": 5,
-    "benchmarks": 6,
-    "api": 7,
-    "commands": 8,
-    "cli": 9,
-    "__main__": 10, "__init__": 10,  # `python -m ifc_jax`; the package's facade (ifc_jax.load)
+    "storage": 0,  # local and cloud files
+    "io": 1,
+    "config": 2,
+    "models": 3, "checkpoints": 3,
+    "data": 4, "flops": 4,
+    "train": 5, "inference": 5, "convert": 5,
+    "evaluation": 6, "visualize": 6,
+    "benchmarks": 7,
+    "api": 8,
+    "commands": 9,
+    "cli": 10,
+    "__main__": 11, "__init__": 11,  # `python -m ifc_jax`; the package's facade (ifc_jax.load)
 }
 
 

@@ -5,23 +5,18 @@ import itertools
 import jax.numpy as jnp
 import numpy as np
 
+from ifc_jax.data.clips import stride4_counts
 from ifc_jax.train import losses, matching
-from ifc_jax.train.targets import stride4_targets, upsample_predictions
+from ifc_jax.train.targets import soft_targets, upsample_predictions
 from tests import numpy_reference as ref
 
 
-def test_resizing_matches_pytorch_bilinear():
+def test_prediction_upsampling_matches_pytorch_bilinear():
     rng = np.random.RandomState(0)
     logits = rng.randn(2, 3, 5, 7)
     np.testing.assert_allclose(upsample_predictions(jnp.asarray(logits), 10, 14),
                                ref.torch_bilinear(logits, 10, 14), atol=1e-5)
-    masks = rng.rand(2, 16, 24) > 0.5
-    np.testing.assert_allclose(stride4_targets(jnp.asarray(masks)),
-                               ref.torch_bilinear(masks.astype(float), 4, 6), atol=1e-6)
-    # Sizes that are not multiples of 4 take the general resize: targets at ceil(H/4).
-    masks = rng.rand(2, 17, 9) > 0.5
-    np.testing.assert_allclose(stride4_targets(jnp.asarray(masks)),
-                               ref.torch_bilinear(masks.astype(float), 5, 3), atol=1e-6)
+    # The targets' downsampling, on the host: tests/test_targets.py.
 
 
 def _numpy_criterion(class_logits, mask_logits, labels, valid, masks):
@@ -88,7 +83,7 @@ def test_set_criterion_equals_numpy_reference():
     labels = np.array([[0, 2, 1], [1, 0, 2]])
     valid = np.array([[True, True, False], [True, False, False]])
 
-    targets = stride4_targets(jnp.asarray(masks))
+    targets = soft_targets(jnp.asarray(stride4_counts(masks)))
     scores = matching.matching_scores(
         jnp.asarray(class_logits, jnp.float32),
         upsample_predictions(jnp.asarray(mask_logits, jnp.float32), 2, 3),

@@ -1,4 +1,5 @@
-"""The train step: same result on 8 devices as on 1, it learns, bad configs fail early."""
+"""The train step: same result on 8 devices as on 1, it learns, the host's stride-4 counts give
+the loss of the device's downsampling, bad configs fail early."""
 
 import jax
 import jax.numpy as jnp
@@ -7,16 +8,27 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ifc_jax.config import load_config
+from ifc_jax.data.clips import stride4_counts
 from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
+from ifc_jax.train import losses, matching
 from ifc_jax.train.optim import build_optimizer
-from ifc_jax.train.step import init_state, make_train_step
+from ifc_jax.train.step import (
+    MODEL_INPUTS,
+    compute_loss,
+    init_state,
+    make_train_step,
+    select_model_inputs,
+)
+from ifc_jax.train.targets import upsample_predictions
+from tests.test_targets import downsampled_on_device
 
 B, T, H, W, G = 8, 2, 32, 32, 3
 
 
 def synthetic_batch(seed=0):
-    """Clips with 1-3 coloured rectangles; masks and labels to match."""
+    """Clips with 1-3 coloured rectangles; labels and targets (`target_counts`, and `masks`
+    bool (B, G, T, H, W) they are made from) to match."""
     rng = np.random.RandomState(seed)
     frames = np.full((B, T, H, W, 3), 40, np.uint8)
     masks = np.zeros((B, G, T, H, W), bool)
@@ -36,7 +48,7 @@ def synthetic_batch(seed=0):
     frames[padding] = 0
     masks[1][:, padding[1]] = False
     return {"frames": frames, "padding_mask": padding, "labels": labels,
-            "instance_valid": valid, "masks": masks}
+            "instance_valid": valid, "masks": masks, "target_counts": stride4_counts(masks)}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +71,8 @@ def _run_steps(setup, devices, steps, matcher="host"):
     step_fn = make_train_step(model, optimizer, schedule, jax.random.key(1), mesh, matcher)
     replicated = NamedSharding(mesh, PartitionSpec())
     state = jax.device_put(jax.tree.map(jnp.copy, state), replicated)
-    sharded = jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+    sharded = jax.device_put(select_model_inputs(batch),
+                             NamedSharding(mesh, PartitionSpec("data")))
     losses = []
     for _ in range(steps):
         state, metrics = step_fn(state, sharded)
@@ -103,6 +116,46 @@ def test_device_matcher_gives_the_same_step(setup):
     _, metrics_host, _ = _run_steps(setup, jax.devices()[:8], 1, "host")
     _, metrics_device, _ = _run_steps(setup, jax.devices()[:8], 1, "device")
     np.testing.assert_allclose(metrics_device["loss"], metrics_host["loss"], rtol=1e-5)
+
+
+def device_downsampled_loss(model, params, batch_stats, batch, dropout_rng):
+    """compute_loss as it was before the host shipped `target_counts`: the device downsampled
+    the full-resolution `masks` itself (same matcher, no mesh, paper weights)."""
+    outputs = model.apply({"params": params, "batch_stats": batch_stats}, batch["frames"],
+                          batch["padding_mask"], train=True, rngs={"dropout": dropout_rng})
+    targets = downsampled_on_device(batch["masks"])
+    height, width = targets.shape[-2:]
+    upsampled = upsample_predictions(jax.lax.stop_gradient(outputs["pred_masks"]), height,
+                                     width)
+    scores = matching.matching_scores(jax.lax.stop_gradient(outputs["pred_logits"]), upsampled,
+                                      batch["labels"], targets)
+    query_index = matching.hungarian_match(scores, batch["instance_valid"], "host")
+    return losses.set_criterion(outputs["pred_logits"], outputs["pred_masks"], batch["labels"],
+                                batch["instance_valid"], targets, query_index)
+
+
+def test_host_targets_give_the_loss_and_gradient_of_device_targets(setup):
+    _, model, _, _, state, batch = setup
+    assert "masks" not in MODEL_INPUTS and "target_counts" in MODEL_INPUTS
+    old_inputs = {k: v for k, v in batch.items() if k != "target_counts"}
+    params, stats, rng = state["params"], state["batch_stats"], jax.random.key(3)
+
+    def new(params):
+        return compute_loss(model, params, stats, select_model_inputs(batch), rng, "host", None,
+                            losses.PAPER_LOSS_WEIGHTS)
+
+    def old(params):
+        return device_downsampled_loss(model, params, stats, old_inputs, rng)
+
+    (new_loss, new_terms), new_grads = jax.jit(jax.value_and_grad(new, has_aux=True))(params)
+    (old_loss, old_terms), old_grads = jax.jit(jax.value_and_grad(old, has_aux=True))(params)
+    assert float(new_loss) == float(old_loss) and np.isfinite(float(new_loss))
+    assert set(new_terms) == set(old_terms)
+    for name in old_terms:
+        assert float(new_terms[name]) == float(old_terms[name]), name
+    for (path, new_grad), old_grad in zip(jax.tree_util.tree_leaves_with_path(new_grads),
+                                          jax.tree.leaves(old_grads), strict=True):
+        np.testing.assert_array_equal(new_grad, old_grad, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -121,3 +121,74 @@ def test_resuming_under_other_shapes_is_refused_other_changes_are_logged(tmp_pat
 def test_changed_keys_compares_nested_values():
     assert changed_keys({"a": {"b": [1, 2], "c": 1}}, {"a": {"b": (1, 2), "c": 2}}) == {
         "a.c": (1, 2)}
+
+
+def test_the_recorded_config_is_also_a_recipe_that_rebuilds_it(tmp_path):
+    config = load_config("ifc_r50_ytvis19", ["train.lr=3e-5", "data.root='/a b/\"q'",
+                                             "train.lr_decay_steps=(10, 20)"])
+    write_config_json(str(tmp_path), config)
+    rebuilt = load_config(str(tmp_path / "config.py"))
+    assert rebuilt.to_dict() == config.to_dict()
+    assert json.loads((tmp_path / "config.json").read_text()) == json.loads(config.to_json())
+    again = load_config(str(tmp_path / "config.py"), ["train.num_steps=7"])
+    assert again.train.num_steps == 7 and again.train.lr_decay_steps == (10, 20)
+
+
+def test_a_lock_from_another_host_not_refreshed_for_long_is_taken_over(tmp_path, caplog,
+                                                                      monkeypatch):
+    import time
+
+    from ifc_jax.train import workdir as workdir_module
+
+    stale = time.time() - workdir_module.STALE_LOCK_SECONDS - 5
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "preempted-vm",
+                                                   "updated": stale}))
+    monkeypatch.setattr(logging.getLogger("ifc_jax.train"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="ifc_jax.train"), \
+            workdir_lock(str(tmp_path)):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["host"] != "preempted-vm"
+    assert "taking over the lock of process 1 on preempted-vm" in caplog.text
+    fresh = time.time() - 5
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "live-vm",
+                                                  "updated": fresh}))
+    with pytest.raises(UserError, match="host live-vm .*last seen [0-9]+ s ago"):
+        WorkdirLock(str(tmp_path)).acquire()
+
+
+def test_the_lock_holder_refreshes_its_lock(tmp_path, monkeypatch):
+    import time
+
+    from ifc_jax.train import workdir as workdir_module
+
+    monkeypatch.setattr(workdir_module, "HEARTBEAT_SECONDS", 0.05)
+    with workdir_lock(str(tmp_path)):
+        first = json.loads((tmp_path / LOCK_FILE).read_text())["updated"]
+        deadline = time.time() + 10
+        while json.loads((tmp_path / LOCK_FILE).read_text())["updated"] == first:
+            assert time.time() < deadline, "the lock was never refreshed"
+            time.sleep(0.05)
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def _limit_file_size():
+    """In the child: files may not grow past 2 KiB, and a write past it fails with EFBIG
+    (instead of the default SIGXFSZ kill), as on a full disk."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+
+def test_a_write_the_machine_refuses_is_one_error_line_and_leaves_no_part_file(tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "main.py", "train", "--config", "tiny", "--workdir", str(workdir)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=_limit_file_size,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2",
+                 IFC_JAX_COMPILATION_CACHE="off", PYTHONDONTWRITEBYTECODE="1"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == f"error: {workdir / 'config.json'}: cannot write (File too large)"
+    assert "Traceback" not in proc.stderr
+    assert sorted(os.listdir(workdir)) == []  # no half-written config, the lock released

@@ -9,21 +9,90 @@ call). Each takes a config (a recipe name, a file, or a ConfigDict) and returns 
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-from ifc_jax.api.model import Model, device_memory, load, peak_host_rss_mib, resolve_config
+from ifc_jax import storage
+from ifc_jax.api.model import (
+    Model,
+    device_memory,
+    load,
+    peak_host_rss_mib,
+    provenance,
+    resolve_config,
+)
 from ifc_jax.config import ensure_config
 from ifc_jax.io import UserError
 
 
 def train(config: Any, workdir: str) -> list[dict[str, float]]:
     """Trains (or resumes) `config` in `workdir`; returns the logged metrics, one dict per
-    log step (empty when the workdir was already trained to train.num_steps)."""
+    log step (empty when the workdir was already trained to train.num_steps).
+
+    With `config.train.eval_every_steps` N > 0 the val split is evaluated every N steps
+    (`EvaluateDuringTraining`)."""
     from ifc_jax.train.loop import train as train_loop
 
-    return train_loop(ensure_config(config), workdir)
+    config = ensure_config(config)
+    evaluate_fn = None
+    if config.train.eval_every_steps:
+        evaluate_fn = EvaluateDuringTraining(config, workdir)
+    return train_loop(config, workdir, evaluate_fn)
+
+
+class EvaluateDuringTraining:
+    """The training loop's `evaluate_fn` (ifc_jax.train.loop.EvaluateFn): the val split of
+    `config.data` with `config.inference`'s windows and tracking, into
+    WORKDIR/eval/step_<N>/{results.json,metrics.json}.
+
+    Every process predicts its share of the videos (every P-th) with its own copy of the
+    variables; process 0 merges the shares in dataset order, writes, scores and returns the
+    metrics (plus "videos"); the others return {}. The split and the predictor are prepared
+    at the first evaluation and kept: the predictor's programs take the variables as an
+    argument, so later evaluations swap the variables in and compile nothing new.
+    """
+
+    def __init__(self, config: Any, workdir: str):
+        from ifc_jax.data.sources import split_paths
+
+        self.config = config
+        self.workdir = workdir
+        if config.data.dataset not in ("toy", "tfds"):  # those are prepared on first use
+            json_path, _ = split_paths(config.data, "val")
+            if not storage.isfile(json_path):
+                raise UserError(f"config.train.eval_every_steps: val annotations {json_path} "
+                                "not found (see data/README.md)")
+        self._dataset = None
+        self._predictor = None
+
+    def output_dir(self, step: int) -> str:
+        return storage.join(self.workdir, "eval", f"step_{step}")
+
+    def __call__(self, step: int, variables: dict[str, Any]) -> dict[str, float]:
+        import jax
+
+        from ifc_jax.evaluation.evaluate import load_eval_split, predict_share, write_merged
+        from ifc_jax.inference.predictor import VideoPredictor
+        from ifc_jax.models.ifc import IFC
+
+        config = self.config
+        shard = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+        if self._predictor is None:
+            self._dataset = load_eval_split(config, "val", **shard)
+            self._predictor = VideoPredictor.from_config(IFC.from_config(config.model), None,
+                                                         config.inference)
+        # On this process's first device, once per evaluation (not once per video).
+        self._predictor.variables = jax.device_put(variables, jax.local_devices()[0])
+        try:
+            share = predict_share(config, self._predictor, self._dataset, **shard)
+        finally:
+            self._predictor.variables = None  # device memory back to training
+        written = write_merged(self._dataset, share, self.output_dir(step),
+                               run=provenance(config, self.workdir, step), **shard)
+        if written is None:  # not process 0
+            return {}
+        return {**written.get("metrics", {}), "videos": written["videos"]}
+
 
 
 def evaluate(config: Any | None, workdir: str, *, weights: str | None = None,
@@ -34,8 +103,8 @@ def evaluate(config: Any | None, workdir: str, *, weights: str | None = None,
 
     `config` None: the config the training recorded in the workdir.
     """
-    output = output or os.path.join(workdir, "eval")
-    if os.path.exists(output) and not os.path.isdir(output):
+    output = output or storage.join(workdir, "eval")
+    if storage.exists(output) and not storage.isdir(output):
         raise UserError(f"{output}: exists and is not a folder")
     return load(workdir, config, weights=weights).evaluate(output, split=split)
 
@@ -58,7 +127,7 @@ def _check_overlay_options(min_score: float, gif_frames: int, keyframes: int,
         raise UserError(f"--overlay-max-side must be >= 16, not {overlay_max_side}")
     if not fps > 0:
         raise UserError(f"--fps must be > 0, not {fps}")
-    if os.path.exists(output) and not os.path.isdir(output):
+    if storage.exists(output) and not storage.isdir(output):
         raise UserError(f"{output}: --output exists and is not a folder")
 
 
@@ -81,8 +150,8 @@ def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
     opened = open_video(video, folder_fps=fps)
     model = Model(config, weights or workdir)  # a missing workdir fails before any build
     run = model.predict_video_input(opened)
-    os.makedirs(output, exist_ok=True)
-    results_path = os.path.join(output, "results.json")
+    storage.makedirs(output)
+    results_path = storage.join(output, "results.json")
     write_results_json(results_path, run.results)
     prediction = run.prediction
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
+from ifc_jax import storage
 from ifc_jax.checkpoints import checkpoint_step, find_config_json
 from ifc_jax.config import config_from_json, ensure_config
 from ifc_jax.data.masks import decode_rle
@@ -176,13 +176,18 @@ class Model:
 
     def provenance(self) -> dict[str, Any]:
         """What produced this model's results: weights, their step, windows, config hash."""
-        inference = self.config.inference
-        return {"weights": os.path.abspath(self.weights),
-                "checkpoint_step": checkpoint_step(self.weights),
-                "window_frames": inference.window_frames,
-                "window_stride": inference.window_stride,
-                "config_sha256": hashlib.sha256(
-                    self.config.to_json(sort_keys=True).encode()).hexdigest()[:16]}
+        return provenance(self.config, self.weights, checkpoint_step(self.weights))
+
+
+def provenance(config: Any, weights: str, step: int | None) -> dict[str, Any]:
+    """metrics.json's "run": the weights (path) and their training step, the windows (T, S)
+    and a hash of the whole config."""
+    inference = config.inference
+    return {"weights": storage.absolute(weights), "checkpoint_step": step,
+            "window_frames": inference.window_frames,
+            "window_stride": inference.window_stride,
+            "config_sha256": hashlib.sha256(
+                config.to_json(sort_keys=True).encode()).hexdigest()[:16]}
 
 
 def resolve_config(config: Any | None, workdir: str) -> Any:
@@ -194,14 +199,13 @@ def resolve_config(config: Any | None, workdir: str) -> Any:
     if path is None:
         raise UserError(f"{workdir}: no config.json recorded there (a training workdir has "
                         "one); give the config (--config CFG, or config= in Python)")
-    with open(path, encoding="utf-8") as stream:
-        return config_from_json(stream.read(), path)
+    return config_from_json(storage.read_bytes(path).decode("utf-8"), path)
 
 
 def load(workdir: str, config: Any | None = None, *, weights: str | None = None) -> Model:
     """The trained model of a workdir: its latest checkpoint (or `weights`: a checkpoint or
     `convert` output) with `config` (a recipe name, a file or a ConfigDict), by default the
     config the training recorded in the workdir."""
-    if not os.path.exists(weights or workdir):
+    if not storage.exists(weights or workdir):
         raise UserError(f"{weights or workdir}: no such workdir or checkpoint")
     return Model(resolve_config(config, workdir), weights or workdir)

@@ -200,7 +200,8 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
       `height` x `width` (default 360x640) for each of `clip_lengths`, `repeats` each, with a
       `plot`; inference: frames/s of a synthetic `frames`-frame video at `height` x `width`
       (default 128x224) per compute dtype in `dtypes`; train: clips/s of the jitted step
-      (`batches` timed after `warmup`). `peak_size`: the matmul that measures the peak.
+      (`batches` timed after `warmup`) and the bytes of its input batch. `peak_size`: the
+      matmul that measures the peak.
     `config` None: BENCHMARK_RECIPES[what].
     """
     from ifc_jax.models.attention import attention_implementation

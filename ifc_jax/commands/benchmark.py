@@ -11,7 +11,8 @@
                     --frames x --height x --width video, per --dtypes.
   --what train      clips/s of the jitted train step at the config's training shapes
                     (train.batch_size clips of data.num_frames frames, pad_height x pad_width),
-                    with its roofline; random weights, synthetic clips with their masks.
+                    with its roofline and the input bytes it ships to the devices per step;
+                    random weights, synthetic clips with their stride-4 targets.
 
 Examples:
   ifc-jax benchmark --what data
@@ -41,7 +42,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                   "whole-video inference, frames/s near-online and offline"),
     "encoder": ("ifc_jax.benchmarks.encoder",
                 "the four encoder communication schemes, ms per clip against T"),
-    "train": ("ifc_jax.benchmarks.train", "the jitted train step at the recipe's shapes, clips/s"),
+    "train": ("ifc_jax.benchmarks.train",
+              "the jitted train step at the recipe's shapes, clips/s and input bytes per step"),
 }
 
 

@@ -11,10 +11,12 @@ Examples:
   ifc-jax train --config toy --workdir workdirs/toy
   ifc-jax train --config ifc_r50_ytvis19 --workdir workdirs/r50 \\
       --config.train.init_from=weights/ifc_r50_coco --config.model.dtype bfloat16
-  # one process per host of a multi-host job (TPU pods / SLURM: jax finds the cluster); the
-  # workdir must be a folder every host sees (README, the `train` section):
-  ifc-jax train --config ifc_r50_ytvis19 --workdir /nfs/runs/r50 \\
-      --config.distributed.mode=auto
+  # a multi-process job (one process per TPU VM host; under SLURM one task per GPU, since
+  # jax gives each SLURM task the GPU of its local rank): jax finds the cluster; the workdir
+  # must be a place every process sees, a bucket or a shared folder (README, "Launching
+  # train"):
+  ifc-jax train --config ifc_r50_ytvis19 --workdir gs://BUCKET/runs/r50 \\
+      --config.data.root gs://BUCKET/data/ytvis_2019 --config.distributed.mode=auto
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a recipe name (toy, tiny, ifc_r50_ytvis19, ...) or config file, "
                              "optionally with :VARIANT")
     parser.add_argument("--workdir", required=True,
-                        help="checkpoints and TensorBoard logs go here; reused to resume")
+                        help="checkpoints and TensorBoard logs go here (a folder or "
+                             "gs://BUCKET/PATH); reused to resume")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,9 @@ Training clip recipe (docs/training.md#clips and #targets):
     absent in all T frames are dropped. Crowd tracks (iscrowd=1) are left out of the targets
     entirely (the loss has no ignore regions). If more than `max_instances` remain, the ones
     with the most visible pixels in the clip are kept (in annotation order).
+  * stride-4 targets: each instance's padded masks are reduced here, on the host, to the counts
+    the train step's soft targets are made of (`stride4_counts`); the full-resolution masks
+    never leave this module (16x fewer bytes to ship and to hold in the prefetch buffers).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from ifc_jax.data import frames as frame_ops
 from ifc_jax.data.masks import is_absent
 from ifc_jax.data.ytvis import Track, Video
 from ifc_jax.io import UserError
+
+TARGET_STRIDE = 4  # the targets' grid: stride 4 of the padded clip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +173,28 @@ def clip_targets(video: Video, plan: ClipPlan, out_size: tuple[int, int],
     return instances
 
 
+def stride4_counts(masks: np.ndarray) -> np.ndarray:
+    """(..., H, W) bool masks, H and W multiples of 4 -> (..., H/4, W/4) uint8 counts 0..4.
+
+    The stride-4 soft target (docs/training.md#targets) is a bilinear downsampling by 4 with
+    half-pixel centres and no antialias: target pixel (i, j) samples the point
+    (4i + 1.5, 4j + 1.5), which is the mean of the 2 x 2 pixels at rows 4i+1, 4i+2 and columns
+    4j+1, 4j+2 (weights 1/2 each way; the outer 12 pixels of the 4 x 4 block have weight 0).
+    This returns how many of those 4 pixels are set; the train step turns it into the float32
+    target count / 4 (`train.targets.soft_targets`), exactly, as every value is a multiple of
+    1/4. One byte per target pixel is the smallest exact form that needs no unpacking.
+    """
+    height, width = masks.shape[-2:]
+    if height % TARGET_STRIDE or width % TARGET_STRIDE:
+        raise ValueError(f"masks of {height}x{width}: the stride-4 targets need sizes that are "
+                         f"multiples of {TARGET_STRIDE} (the padded training size is)")
+    # Four strided views, not a reshape and sum: no (..., H/4, 4, W/4, 4) copy of the masks.
+    counts = masks[..., 1::TARGET_STRIDE, 1::TARGET_STRIDE].astype(np.uint8)
+    for rows, cols in ((1, 2), (2, 1), (2, 2)):
+        counts += masks[..., rows::TARGET_STRIDE, cols::TARGET_STRIDE]
+    return counts
+
+
 def build_train_clip(video: Video, plan: ClipPlan, settings: ClipSettings,
                      source: str = "") -> dict[str, np.ndarray]:
     """One training clip as fixed-shape numpy arrays (N = max_instances, T = num_frames).
@@ -177,8 +204,9 @@ def build_train_clip(video: Video, plan: ClipPlan, settings: ClipSettings,
       padding_mask  bool (T, H, W), True on padded pixels
       labels        int32 (N,) contiguous class index; 0 in invalid slots
       instance_valid bool (N,)
-      masks         bool (N, T, H, W), all False where the instance is absent
-      present       bool (N, T)
+      target_counts uint8 (N, T, H/4, W/4) `stride4_counts` of each instance's padded masks
+                    (binary, all False where the instance is absent); 0 in invalid slots
+      present       bool (N, T) the full-resolution mask is non-empty in that frame
       track_ids     int32 (N,) annotation id of each instance; -1 in invalid slots
       frame_indices int32 (T,) sampled frame indices in the video
       video_id      int32 ()
@@ -200,17 +228,22 @@ def build_train_clip(video: Video, plan: ClipPlan, settings: ClipSettings,
 
     labels = np.zeros((N,), dtype=np.int32)
     valid = np.zeros((N,), dtype=bool)
-    masks = np.zeros((N, T, H, W), dtype=bool)
+    target_counts = np.zeros((N, T, H // TARGET_STRIDE, W // TARGET_STRIDE), dtype=np.uint8)
+    # One instance's padded masks at a time: only the clip area is ever written, so the
+    # padding stays False from one slot to the next.
+    canvas = np.zeros((T, H, W), dtype=bool)
     present = np.zeros((N, T), dtype=bool)
     track_ids = np.full((N,), -1, dtype=np.int32)
     for slot, (track, track_masks) in enumerate(
             clip_targets(video, plan, (out_h, out_w), N, source)):
         labels[slot], valid[slot], track_ids[slot] = track.label, True, track.track_id
-        masks[slot, :, :out_h, :out_w] = track_masks
+        canvas[:, :out_h, :out_w] = track_masks
+        target_counts[slot] = stride4_counts(canvas)
         present[slot] = track_masks.any(axis=(1, 2))
     return {
         "frames": frames, "padding_mask": padding_mask, "labels": labels,
-        "instance_valid": valid, "masks": masks, "present": present, "track_ids": track_ids,
+        "instance_valid": valid, "target_counts": target_counts, "present": present,
+        "track_ids": track_ids,
         "frame_indices": plan.frame_indices.astype(np.int32),
         "video_id": np.int32(video.video_id),
         "image_size": np.array([out_h, out_w], dtype=np.int32),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from ifc_jax import storage
 from ifc_jax.data.ytvis import Video
 from ifc_jax.io import UserError
 
@@ -24,7 +25,7 @@ def load_frame(video: Video, frame: int, source: str = "") -> np.ndarray:
         return np.asarray(video.frames[frame], dtype=np.uint8)
     path = video.frame_paths[frame]
     try:
-        with Image.open(path) as image:
+        with storage.open_file(path, "rb") as stream, Image.open(stream) as image:
             rgb = np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise UserError(f"{path}: frame file not found ({where})") from None

@@ -7,12 +7,19 @@ H x W = config.data.pad_height x pad_width, N = config.data.max_instances):
   padding_mask    bool  (B, T, H, W)      True = padded pixel (same for the T frames of a clip)
   labels          int32 (B, N)            contiguous class index 0..K-1; 0 in invalid slots
   instance_valid  bool  (B, N)            slot holds an instance
-  masks           bool  (B, N, T, H, W)   binary; all False where the instance is absent
+  target_counts   uint8 (B, N, T, H/4, W/4)  stride-4 targets as counts 0..4 of the set pixels
+                                          among each 4x4 block's centre 2x2 of the padded
+                                          binary mask (clips.stride4_counts); the train step's
+                                          soft target is count / 4; 0 where absent or invalid
   present         bool  (B, N, T)         instance visible in that frame (non-empty mask)
   frame_indices   int32 (B, T)            sampled frame indices in the source video (sorted)
   video_id        int32 (B,)              the dataset's video id
   track_ids       int32 (B, N)            annotation id per slot; -1 in invalid slots
   image_size      int32 (B, 2)            resized (h, w) of the clip before padding
+
+The full-resolution instance masks are not in the batch: the train step reads only their
+stride-4 targets, and at the paper's shapes (N=25, T=5, 480x864) a clip's masks are 52 MB
+against 3.2 MB of counts, to hold in the prefetch buffers and to copy to the device.
 
 Sampling, resizing, flipping and target rules are in clips.py; which video each clip comes
 from (per-process sharding, order from (seed, epoch)) in schedule.py. Every clip is built by
@@ -44,13 +51,13 @@ _ERROR_TAG = "IFC_DATA_ERROR"
 _ERROR_PATTERN = re.compile(rf"<<{_ERROR_TAG}:(.*?)>>")
 
 # Field name, dtype name, shape of one clip in symbols (T frames, N instance slots, H x W
-# padded size); the order of numpy_function's outputs.
+# padded size, H/4 x W/4 the targets' grid); the order of numpy_function's outputs.
 TRAIN_FIELDS = (
     ("frames", "uint8", ("T", "H", "W", 3)),
     ("padding_mask", "bool", ("T", "H", "W")),
     ("labels", "int32", ("N",)),
     ("instance_valid", "bool", ("N",)),
-    ("masks", "bool", ("N", "T", "H", "W")),
+    ("target_counts", "uint8", ("N", "T", "H/4", "W/4")),
     ("present", "bool", ("N", "T")),
     ("frame_indices", "int32", ("T",)),
     ("video_id", "int32", ()),
@@ -62,7 +69,9 @@ TRAIN_FIELDS = (
 def clip_shapes(settings: clips.ClipSettings) -> dict[str, tuple[int, ...]]:
     """Shape of every field of one training clip (add the batch axis in front for a batch)."""
     sizes = {"T": settings.num_frames, "N": settings.max_instances,
-             "H": settings.pad_height, "W": settings.pad_width}
+             "H": settings.pad_height, "W": settings.pad_width,
+             "H/4": settings.pad_height // clips.TARGET_STRIDE,
+             "W/4": settings.pad_width // clips.TARGET_STRIDE}
     return {name: tuple(sizes.get(d, d) for d in shape) for name, _, shape in TRAIN_FIELDS}
 
 

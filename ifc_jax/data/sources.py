@@ -14,10 +14,10 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
+from ifc_jax import storage
 from ifc_jax.data import clips, toy
 from ifc_jax.data.ytvis import CategoryMap, YtvisDataset, load_ytvis
 from ifc_jax.io import UserError, read_json
@@ -32,8 +32,8 @@ def split_paths(data_config: Any, split: str) -> tuple[str, str]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     root = data_config.root
-    return (os.path.join(root, data_config[f"{split}_json"]),
-            os.path.join(root, data_config[f"{split}_frames"]))
+    return (storage.join(root, data_config[f"{split}_json"]),
+            storage.join(root, data_config[f"{split}_frames"]))
 
 
 def toy_options(data_config: Any) -> dict:
@@ -63,7 +63,7 @@ def class_names_and_ids(data_config: Any, num_classes: int
     when a file was there but did not fit."""
     for split in ("val", "train"):
         json_path, _ = split_paths(data_config, split)
-        if not os.path.isfile(json_path):
+        if not storage.isfile(json_path):
             continue
         try:
             content = read_json(json_path, "annotation file")

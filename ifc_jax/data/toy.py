@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from ifc_jax import storage
 from ifc_jax.data import masks as mask_codec
 from ifc_jax.io import UserError
 
@@ -332,8 +333,7 @@ def _manifest(spec: ToySpec) -> dict:
 def is_generated(root: str, spec: ToySpec) -> bool:
     """True when `root` holds a finished toy dataset made with exactly these parameters."""
     try:
-        with open(os.path.join(root, MANIFEST), encoding="utf-8") as f:
-            return json.load(f) == _manifest(spec)
+        return json.loads(storage.read_bytes(storage.join(root, MANIFEST))) == _manifest(spec)
     except (OSError, ValueError):
         return False
 
@@ -353,6 +353,10 @@ def generate_toy_dataset(root: str = "data/toy", seed: int = 0, num_train: int =
                         f"{(*mask_codec.ENCODINGS, 'mixed')}")
     if is_generated(root, spec):
         return root
+    if storage.is_url(root):
+        raise UserError(f"{root}: no toy dataset with these parameters there; the toy dataset "
+                        "is generated on local disk only (generate it locally with the same "
+                        "config and copy the folder there)")
     if os.path.exists(root) and os.listdir(root) and not os.path.isfile(
             os.path.join(root, MANIFEST)):
         raise UserError(f"{root}: exists and is not a toy dataset; refusing to replace it")

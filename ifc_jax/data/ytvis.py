@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ifc_jax import storage
 from ifc_jax.data import masks as mask_codec
 from ifc_jax.io import UserError, read_json
 
@@ -128,7 +129,7 @@ def load_ytvis(json_path: str, frames_dir: str, *, check_frame_files: bool = Tru
       check_frame_files: stat every frame file now, so a missing one is reported before
         training starts (cheap: one stat per annotated frame).
     """
-    if not os.path.isfile(json_path):  # the usual mistake: say where datasets go
+    if not storage.isfile(json_path):  # the usual mistake: say where datasets go
         raise UserError(f"{json_path}: annotation file not found "
                         "(data/README.md: where datasets go)")
     return parse_ytvis(read_json(json_path, "YouTube-VIS annotation file"), json_path, frames_dir,
@@ -174,18 +175,39 @@ def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
     videos = []
     for video_id, raw in raw_videos.items():
         file_names = tuple(str(f) for f in raw["file_names"])
-        paths = tuple(os.path.join(frames_dir, f) for f in file_names)
-        if check_frame_files:
-            for path in paths:
-                if not os.path.isfile(path):
-                    name = os.path.dirname(file_names[0])
-                    raise UserError(f"{path}: frame file not found "
-                                    f"(video {video_id} ({name}) in {json_path})")
+        paths = tuple(storage.join(frames_dir, f) for f in file_names)
         videos.append(Video(video_id=video_id, height=int(raw["height"]),
                             width=int(raw["width"]), file_names=file_names, frame_paths=paths,
                             tracks=tuple(tracks_by_video[video_id])))
+    if check_frame_files:
+        _check_frame_files(videos, json_path)
     return YtvisDataset(json_path=json_path, frames_dir=frames_dir, videos=tuple(videos),
                         categories=category_map, has_annotations=has_annotations)
+
+
+def _check_frame_files(videos: list[Video], json_path: str) -> None:
+    """UserError naming the first frame file (in video order) that does not exist.
+
+    Local files: one stat each. Cloud storage: one listing per frame folder (a stat per frame
+    would be tens of thousands of requests for YouTube-VIS), on a few threads.
+    """
+    paths = [path for video in videos for path in video.frame_paths]
+    if paths and storage.is_url(paths[0]):
+        import concurrent.futures
+
+        folders = sorted({storage.dirname(path) for path in paths})
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            listings = dict(zip(folders, pool.map(storage.listdir, folders), strict=True))
+        present = {storage.join(folder, name) for folder, names in listings.items()
+                   for name in names}
+        exists = present.__contains__
+    else:
+        exists = os.path.isfile
+    for video in videos:
+        for path in video.frame_paths:
+            if not exists(path):
+                raise UserError(f"{path}: frame file not found (video {video.video_id} "
+                                f"({video.name}) in {json_path})")
 
 
 def _check_video_entry(video: Any, position: int, fail) -> None:

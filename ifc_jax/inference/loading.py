@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 
+from ifc_jax import storage
 from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
 
@@ -20,7 +20,7 @@ def load_trained_model(config: Any, weights_path: str) -> tuple[IFC, dict[str, A
     """
     from ifc_jax.checkpoints import flat_shapes, load_variables, model_variable_shapes
 
-    if not os.path.exists(weights_path):
+    if not storage.exists(weights_path):
         raise UserError(f"{weights_path}: no such workdir or checkpoint")
     model = IFC.from_config(config.model)
     variables = load_variables(weights_path)

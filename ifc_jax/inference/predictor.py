@@ -91,7 +91,9 @@ class VideoPrediction:
 
 class VideoPredictor:
     """Runs a trained IFC over videos. One instance serves many videos (compiled once per
-    input size)."""
+    input size). `variables` is an argument of the compiled programs, not a constant in
+    them: assigning new variables of the same shapes (evaluation during training does)
+    reuses the compiled programs."""
 
     def __init__(self, model: IFC, variables: Any, *, window_frames: int, window_stride: int,
                  match_threshold: float):

@@ -10,6 +10,10 @@ the same workdir continues from the latest one, with the data order continuing w
 off (the pipeline is a pure function of (seed, batch number)) and per-step dropout rngs from
 `fold_in(seed, step)`, so the losses after a restart equal those of an uninterrupted run.
 SIGTERM (TPU/SLURM preemption) saves a checkpoint at the next step boundary and exits cleanly.
+
+Evaluation during training (`config.train.eval_every_steps`): the loop knows nothing of
+inference or metrics (they sit above it); it calls the `evaluate_fn` it is given at those
+step boundaries and writes what comes back to TensorBoard and the log (`EvaluateFn`).
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ifc_jax import storage
 from ifc_jax.checkpoints import Checkpoints, load_variables, merge_params, write_config_json
 from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
@@ -42,19 +47,36 @@ class TrainingDivergedError(UserError):
     """The loss became NaN or infinite."""
 
 
+EvaluateFn = Callable[[int, dict[str, Any]], dict[str, float]]
+"""`evaluate_fn(step, variables) -> scalars`, called by every process after the same steps
+(every `config.train.eval_every_steps`) with this process's copy of the trained variables
+({'params', 'batch_stats'}, numpy). Returns what to report: name -> value, written to
+TensorBoard as eval/NAME and logged in one line (a "videos" entry is the number of videos
+evaluated); process 0 reports, the others may return {}. `ifc_jax.api.train` builds it."""
+
+EVAL_LOG_KEYS = ("AP", "AP50", "AP75", "AR1", "AR10")  # of the scalars, those in the log line
+
+
 def setup_distributed(distributed: Any) -> None:
     """Joins a multi-process JAX runtime when asked to ('auto' or 'explicit')."""
     mode = distributed.mode
     if mode == "off":
         return
-    if mode == "auto":  # TPU pods, SLURM, ... : jax discovers the cluster
-        jax.distributed.initialize()
-    else:  # explicit
-        jax.distributed.initialize(
-            coordinator_address=distributed.coordinator_address,
-            num_processes=distributed.num_processes,
-            process_id=distributed.process_id,
-        )
+    try:
+        if mode == "auto":  # TPU pods, SLURM, ... : jax discovers the cluster
+            jax.distributed.initialize()
+        else:  # explicit
+            jax.distributed.initialize(
+                coordinator_address=distributed.coordinator_address,
+                num_processes=distributed.num_processes,
+                process_id=distributed.process_id,
+            )
+    except (ValueError, RuntimeError) as err:
+        # e.g. 'auto' outside a TPU pod / SLURM job: jax finds no coordinator to join.
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"config.distributed.mode={mode}: cannot join the multi-process "
+                        f"runtime ({reason[:200]}); outside a TPU pod or SLURM job use 'off' "
+                        "or 'explicit'") from err
 
 
 def _check_training_extras() -> None:
@@ -82,12 +104,13 @@ def check_can_train(config: Any, device_count: int, process_count: int) -> None:
     and processes that run it, and that the files it names exist. UserError otherwise."""
     check_batch_split(config.train.batch_size, device_count, process_count)
     data = config.data
-    if data.dataset != "toy":  # the toy dataset is generated on first use
-        json_path = os.path.join(data.root, data.train_json)
-        if not os.path.isfile(json_path):
+    # The toy dataset is generated and a TFDS build exported on first use.
+    if data.dataset not in ("toy", "tfds"):
+        json_path = storage.join(data.root, data.train_json)
+        if not storage.isfile(json_path):
             raise UserError(f"config.data.root: training annotations {json_path} not found "
                             "(see data/README.md)")
-    if config.train.init_from and not os.path.exists(config.train.init_from):
+    if config.train.init_from and not storage.exists(config.train.init_from):
         raise UserError(f"config.train.init_from: {config.train.init_from} does not exist")
 
 
@@ -185,12 +208,14 @@ def loss_weights(config: Any) -> LossWeights:
     return PAPER_LOSS_WEIGHTS._replace(no_object=float(config.train.no_object_weight))
 
 
-def train(config: Any, workdir: str) -> list[dict[str, float]]:
+def train(config: Any, workdir: str, evaluate_fn: EvaluateFn | None = None
+          ) -> list[dict[str, float]]:
     """Trains `config` in `workdir`; returns the logged metrics (one dict per log step).
 
     Before anything expensive: the workdir must be writable and not in use by another train
     (WORKDIR/train.lock), and its checkpoints must fit the config's shapes; the config is
-    then recorded as WORKDIR/config.json.
+    then recorded as WORKDIR/config.json. `evaluate_fn` runs every
+    `config.train.eval_every_steps` steps (`EvaluateFn`).
     """
     _check_training_extras()
     setup_distributed(config.distributed)
@@ -204,7 +229,7 @@ def train(config: Any, workdir: str) -> list[dict[str, float]]:
         _sync("config compared")
         if leader:  # what `load`, `evaluate` and `predict` default to
             write_config_json(workdir, config)
-        return _train(config, workdir)
+        return _train(config, workdir, evaluate_fn)
 
 
 def _sync(name: str) -> None:
@@ -227,11 +252,12 @@ def _any_process(flag: bool) -> bool:
 
 
 def _has_checkpoints(workdir: str) -> bool:
-    folder = os.path.join(workdir, "checkpoints")
-    return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+    folder = storage.join(workdir, "checkpoints")
+    return storage.isdir(folder) and any(name.isdigit() for name in storage.listdir(folder))
 
 
-def _train(config: Any, workdir: str) -> list[dict[str, float]]:
+def _train(config: Any, workdir: str, evaluate_fn: EvaluateFn | None = None
+           ) -> list[dict[str, float]]:
     # TensorFlow (data, TensorBoard writer) is imported only once the run is known good.
     from clu import metric_writers
 
@@ -239,7 +265,6 @@ def _train(config: Any, workdir: str) -> list[dict[str, float]]:
     from ifc_jax.data.pipeline import train_batches
 
     dataset = _load_train_split(config)
-    os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh()
     devices = jax.devices()
     log.info("%d %s device(s) (%s) in %d process(es); mesh %s; %d clips per step, %d per "
@@ -279,9 +304,15 @@ def _train(config: Any, workdir: str) -> list[dict[str, float]]:
         checkpoints.close()
         return []
 
+    eval_every = int(train_cfg.eval_every_steps)
+    if eval_every and evaluate_fn is None:
+        log.warning("config.train.eval_every_steps=%d but no evaluation was given: training "
+                    "without (ifc_jax.api.train and the train command give one)", eval_every)
+        eval_every = 0
     train_step = build_train_step(config, model, optimizer, schedule, mesh)
     batches = train_batches(config, start_batch=start_step, dataset=dataset)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0 or not train_cfg.tensorboard)
     interactive = sys.stderr.isatty() and jax.process_index() == 0
     history: list[dict[str, float]] = []
     previous_loss = None
@@ -325,12 +356,47 @@ def _train(config: Any, workdir: str) -> list[dict[str, float]]:
                                 preemption.signal_name or "another process was stopped",
                                 step)
                     break
+                if eval_every and step % eval_every == 0:
+                    if step == num_steps:  # the last save comes after the loop otherwise
+                        _save_now(checkpoints, step, state)
+                    if interactive:
+                        sys.stderr.write("\r\033[K")
+                    # Not counted as training time in the next log line's clips/s and ETA.
+                    window_start += _evaluate(evaluate_fn, step, state, writer)
             else:
                 _save_now(checkpoints, step, state)
         finally:
             writer.flush()
             checkpoints.close()
     return history
+
+
+def local_variables(state: dict[str, Any]) -> dict[str, Any]:
+    """This process's copy of the state's replicated params and batch statistics, as numpy
+    copies (the train step donates the state's buffers: nothing may keep referring to them)."""
+    return jax.tree.map(lambda x: np.array(x.addressable_data(0)),
+                        {"params": state["params"], "batch_stats": state["batch_stats"]})
+
+
+def _evaluate(evaluate_fn: EvaluateFn, step: int, state: dict[str, Any], writer: Any) -> float:
+    """Runs `evaluate_fn` on the state of `step`, reports its scalars; returns its seconds."""
+    begin = time.perf_counter()
+    scalars = {name: float(value) for name, value in
+               evaluate_fn(step, local_variables(state)).items()}
+    seconds = time.perf_counter() - begin
+    if scalars:
+        writer.write_scalars(step, {f"eval/{name}": value
+                                    for name, value in {**scalars, "seconds": seconds}.items()})
+        writer.flush()
+        log.info(_eval_log_line(step, scalars, seconds))
+    return seconds
+
+
+def _eval_log_line(step: int, scalars: dict[str, float], seconds: float) -> str:
+    metrics = " ".join(f"{name} {scalars[name]:.3f}" for name in EVAL_LOG_KEYS
+                       if name in scalars)
+    videos = f"{int(scalars['videos'])} videos, " if "videos" in scalars else ""
+    return f"eval at step {step}: {metrics or 'no metrics'} ({videos}{seconds:.0f} s)"
 
 
 METRICS_FILE = "train_metrics.jsonl"
@@ -344,16 +410,15 @@ def _append_metrics_line(workdir: str, values: dict[str, float]) -> None:
     """
     if jax.process_index() != 0:
         return
-    with open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8") as stream:
-        stream.write(json.dumps(values) + "\n")
+    storage.append_text(storage.join(workdir, METRICS_FILE), json.dumps(values) + "\n")
 
 
 def read_metrics(workdir: str) -> dict[int, dict[str, float]]:
     """The logged metrics of a workdir by step (the last line of each step wins)."""
-    path = os.path.join(workdir, METRICS_FILE)
+    path = storage.join(workdir, METRICS_FILE)
     by_step: dict[int, dict[str, float]] = {}
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as stream:
+    if storage.isfile(path):
+        with storage.open_file(path, "r") as stream:
             for line in stream:
                 try:
                     entry = json.loads(line)

@@ -21,15 +21,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ifc_jax.models.ifc import IFC
 from ifc_jax.train.losses import PAPER_LOSS_WEIGHTS, LossWeights, set_criterion
 from ifc_jax.train.matching import hungarian_match, matching_scores
-from ifc_jax.train.targets import stride4_targets, upsample_predictions
+from ifc_jax.train.targets import soft_targets, upsample_predictions
 
 Array = jax.Array
 State = dict[str, Any]
 Batch = Mapping[str, Array]
 
 BATCH_AXIS = "data"
-# Fields of a training batch the step reads (the pipeline provides more).
-MODEL_INPUTS = ("frames", "padding_mask", "labels", "instance_valid", "masks")
+# Fields of a training batch the step reads, all that goes to the device (the pipeline
+# provides more; data/pipeline.py lists them with shapes):
+#   frames uint8 (B, T, H, W, 3), padding_mask bool (B, T, H, W), labels int32 (B, G),
+#   instance_valid bool (B, G), target_counts uint8 (B, G, T, H/4, W/4).
+MODEL_INPUTS = ("frames", "padding_mask", "labels", "instance_valid", "target_counts")
 
 
 def init_state(model: IFC, optimizer: optax.GradientTransformation, rng: Array,
@@ -47,10 +50,10 @@ def init_state(model: IFC, optimizer: optax.GradientTransformation, rng: Array,
 def compute_loss(model: IFC, params: Any, batch_stats: Any, batch: Batch, dropout_rng: Array,
                  matcher: str, mesh: Mesh | None, weights: LossWeights
                  ) -> tuple[Array, dict[str, Array]]:
-    """Total loss and named terms of one global batch."""
+    """Total loss and named terms of one global batch (fields: MODEL_INPUTS)."""
     outputs = model.apply({"params": params, "batch_stats": batch_stats}, batch["frames"],
                           batch["padding_mask"], train=True, rngs={"dropout": dropout_rng})
-    targets = stride4_targets(batch["masks"])  # (B, G, T, H/4, W/4)
+    targets = soft_targets(batch["target_counts"])  # (B, G, T, H/4, W/4) float32
     height, width = targets.shape[-2:]
     upsampled = upsample_predictions(jax.lax.stop_gradient(outputs["pred_masks"]), height,
                                      width)
