@@ -61,8 +61,21 @@ def program_name(argv0: str) -> str:
     return "ifc-jax"
 
 
+class ArgumentError(Exception):
+    """A command-line mistake argparse found (unknown flag, missing argument, bad choice)."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line `error: ...` (exit status 2) instead of the usage
+    text and a traceback-free exit from inside parse_args; `--help` still prints the usage.
+    Subcommand parsers are made of the same class (argparse uses the parent's class)."""
+
+    def error(self, message: str):
+        raise ArgumentError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog=program_name(sys.argv[0]),
         description="IFC video instance segmentation in JAX/Flax.",
     )
@@ -149,16 +162,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     parser = build_parser()
-    args = parser.parse_args(rest)
-    args.config_overrides = overrides
-    if overrides and not hasattr(args, "config"):
-        parser.error(f"'{args.command}' takes no --config.KEY=VALUE overrides")
+    try:
+        args = parser.parse_args(rest)
+        args.config_overrides = overrides
+        if overrides and not hasattr(args, "config"):
+            parser.error(f"'{args.command}' takes no --config.KEY=VALUE overrides")
+    except ArgumentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     module = importlib.import_module(f"ifc_jax.commands.{args.command}")
     setup_logging()
     try:
         return int(module.run(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError as err:
+        print(f"error: out of host memory ({err or 'MemoryError'}); try smaller sizes",
+              file=sys.stderr)
         return 2
     except Exception as err:
         failure = storage_failure(err)

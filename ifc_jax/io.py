@@ -53,6 +53,8 @@ def read_json(path: str, what: str = "JSON file") -> Any:
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: malformed JSON in {what} (line {err.lineno} column "
                         f"{err.colno}: {err.msg})") from err
+    except RecursionError as err:
+        raise UserError(f"{path}: {what} nests arrays or objects too deeply") from err
 
 
 def _first_line(err: BaseException) -> str:
@@ -116,6 +118,33 @@ def _remove_quietly(path: str | None) -> None:
     if path is not None:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def check_write_target(path: str, flag: str, *, folder: bool) -> None:
+    """Fails (UserError) unless `path` can be written, before any expensive work: a file
+    target must not be a folder, a folder target not a file, and the nearest existing folder
+    at or above it must take a new file (tried with a nameless temporary file, so read-only
+    file systems and root's bypassed permission bits are caught too). URLs are not checked."""
+    if storage.is_url(path):
+        return
+    shown = os.path.abspath(path)
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{shown}: {flag} exists and is not a folder")
+    if not folder and os.path.isdir(path):
+        raise UserError(f"{shown}: {flag} is a folder; give a file name")
+    existing = shown if folder and os.path.isdir(shown) else os.path.dirname(shown)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"{shown}: {flag} cannot be written ({existing} is not a folder)")
+    if not folder and os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UserError(f"{shown}: {flag} cannot be written (the file is read-only)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(f"{shown}: {flag} cannot be written ({existing}: "
+                        f"{err.strerror or err})") from err
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

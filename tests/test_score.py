@@ -105,6 +105,18 @@ def test_bad_inputs_give_one_error_line(capsys, tmp_path):
         (["--gt", gt, "--results", str(short)], [str(short), "1 segmentations", "2 frames"]),
         (["--gt", gt, "--results", str(tmp_path / "none.json")], ["none.json", "not found"]),
     ]
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)
+    cases.append((["--gt", gt, "--results", str(nested)], [str(nested), "too deeply"]))
+    for name, frame, needle in (
+            ("empty_polygon", [[]], "pycocotools cannot read"),
+            ("odd_polygon", [[1, 2, 3]], "even number of coordinates"),
+            ("negative_rle", {"size": [H, W], "counts": [-5, 5 + H * W]}, "negative")):
+        bad_gt = json.loads(Path(gt).read_text())
+        bad_gt["annotations"][0]["segmentations"][0] = frame
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(bad_gt))
+        cases.append((["--gt", str(path), "--results", results], [str(path), needle]))
     for argv, needles in cases:
         code, out, err = run_cli(capsys, "score", *argv, "--json")
         lines = err.strip().splitlines()

@@ -9,6 +9,7 @@ call). Each takes a config (a recipe name, a file, or a ConfigDict) and returns 
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from ifc_jax.api.model import (
     resolve_config,
 )
 from ifc_jax.config import ensure_config
-from ifc_jax.io import UserError
+from ifc_jax.io import UserError, check_write_target
 
 
 def train(config: Any, workdir: str) -> list[dict[str, float]]:
@@ -127,8 +128,25 @@ def _check_overlay_options(min_score: float, gif_frames: int, keyframes: int,
         raise UserError(f"--overlay-max-side must be >= 16, not {overlay_max_side}")
     if not fps > 0:
         raise UserError(f"--fps must be > 0, not {fps}")
-    if storage.exists(output) and not storage.isdir(output):
-        raise UserError(f"{output}: --output exists and is not a folder")
+    check_write_target(output, "--output", folder=True)
+
+
+# What predict writes into --output (visualize.keyframe_name, write_overlays' gif_name): a new
+# run removes these first, so no keyframe of an earlier video stays beside the new results.
+PREDICT_OUTPUT = re.compile(r"results\.json|overlay\.gif|keyframe_\d+\.png")
+
+
+def _remove_previous_predict_outputs(output: str) -> list[str]:
+    """Removes the files an earlier predict wrote into `output` (names PREDICT_OUTPUT
+    matches); other files stay. Returns the names removed."""
+    if not storage.isdir(output):
+        return []
+    removed = sorted(name for name in storage.listdir(output)
+                     if PREDICT_OUTPUT.fullmatch(name)
+                     and storage.isfile(storage.join(output, name)))
+    for name in removed:
+        storage.remove(storage.join(output, name))
+    return removed
 
 
 def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
@@ -138,6 +156,8 @@ def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
     """Tracks of one video file or frame folder: OUTPUT/results.json (every track), an
     overlay GIF of up to `gif_frames` frames and `keyframes` PNGs (tracks scoring at least
     `min_score`). `fps` is a frame folder's frame rate. Returns a summary of the run.
+    An earlier predict's files in OUTPUT (results.json, overlay.gif, keyframe_*.png) are
+    replaced as a whole once the new tracks are computed; other files there are kept.
 
     Bad input (options, the video, the output folder) fails before the model loads.
     """
@@ -151,6 +171,7 @@ def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
     model = Model(config, weights or workdir)  # a missing workdir fails before any build
     run = model.predict_video_input(opened)
     storage.makedirs(output)
+    _remove_previous_predict_outputs(output)
     results_path = storage.join(output, "results.json")
     write_results_json(results_path, run.results)
     prediction = run.prediction

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ifc_jax.config import COMMUNICATION_VARIANTS, ensure_config
-from ifc_jax.io import UserError
+from ifc_jax.io import UserError, check_write_target
 
 VARIANT_LABELS = {
     "no_comm": "No Comm",
@@ -66,6 +66,8 @@ def _check_variants_and_plot(variants: Sequence[str], plot: str | None) -> None:
                         f"{', '.join(COMMUNICATION_VARIANTS)}")
     if plot and not plot.lower().endswith(".png"):
         raise UserError(f"--plot {plot}: the plot is written as PNG; give a .png file name")
+    if plot:
+        check_write_target(plot, "--plot", folder=False)
 
 
 def _positive(name: str, values: Sequence[int] | None, default: Sequence[int]) -> list[int]:
@@ -173,7 +175,8 @@ def convert_weights(source: str, output: str, config: Any, *, overwrite: bool = 
     from ifc_jax.convert import check_output, convert_checkpoint, write_checkpoint
 
     config = ensure_config(config)
-    check_output(output, overwrite)
+    check_output(output, overwrite, source)
+    check_write_target(output, "--to", folder=True)
     conversion = convert_checkpoint(source, config, config_name)
     written = write_checkpoint(conversion, output, overwrite)
     return conversion.report | {"output": written, "warnings": list(conversion.warnings)}
@@ -187,7 +190,7 @@ BENCHMARKS = tuple(BENCHMARK_RECIPES)
 
 
 def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, warmup: int = 3,
-                  batch_size: int = 0, source: str = "toy", toy_root: str = "data/toy",
+                  batch_size: int | None = None, source: str = "toy", toy_root: str = "data/toy",
                   height: int | None = None, width: int | None = None, frames: int = 36,
                   clip_lengths: Sequence[int] = (1, 5, 10, 20, 36),
                   variants: Sequence[str] | None = None, plot: str | None = None,
@@ -208,15 +211,18 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
 
     if what not in BENCHMARKS:
         raise UserError(f"--what {what}: expected one of {', '.join(BENCHMARKS)}")
-    if batches < 1 or warmup < 0 or batch_size < 0 or peak_size < 0:
-        raise UserError("--batches must be >= 1, --warmup, --batch-size and --peak-size >= 0")
+    if batches < 1 or warmup < 0 or peak_size < 0:
+        raise UserError("--batches must be >= 1, --warmup and --peak-size >= 0")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size: must be >= 1 (leave it out for "
+                        f"config.train.batch_size), got {batch_size}")
     config = ensure_config(BENCHMARK_RECIPES[what] if config is None else config)
     with attention_implementation(config.model.attention):
         if what == "data":
             from ifc_jax.benchmarks.data import benchmark_train_pipeline
 
             return benchmark_train_pipeline(config, source=source, toy_root=toy_root,
-                                            batch_size=batch_size or None,
+                                            batch_size=batch_size,
                                             num_batches=batches, warmup_batches=warmup)
         if what == "encoder":
             return _encoder_benchmark(config, height, width, clip_lengths, variants, repeats,

@@ -191,6 +191,9 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
     }
 
 
+MAX_SIDE = 4096  # --height/--width bound: 36 frames at 4096x4096 are 1.8 GB of uint8 pixels
+
+
 def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int,
                         repeats: int = 1, seed: int = 0, dtypes: tuple[str, ...] = (),
                         peak_size: int = 0, kept_queries: int = 0) -> dict[str, Any]:
@@ -204,9 +207,11 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
     from ifc_jax.io import UserError
     from ifc_jax.models.attention import select_implementation
 
-    if height < 32 or width < 32 or num_frames < 1 or repeats < 1 or kept_queries < 0:
-        raise UserError("--height and --width must be >= 32, --frames and --repeats >= 1, "
-                        "--kept-queries >= 0")
+    if not (32 <= height <= MAX_SIDE and 32 <= width <= MAX_SIDE):
+        raise UserError(f"--height/--width: must be in 32..{MAX_SIDE} pixels (the synthetic "
+                        f"video is held in host memory), got {height}x{width}")
+    if num_frames < 1 or repeats < 1 or kept_queries < 0:
+        raise UserError("--frames and --repeats must be >= 1, --kept-queries >= 0")
     dtypes = roofline.check_dtypes(dtypes or (str(config.model.dtype),))
     frames = np.stack(list(synthetic_frames(num_frames, height, width, seed)))
     runs = []

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3,
                         help="data: batches read before timing starts; train: steps run after "
                              "compilation, before timing (default 3)")
-    parser.add_argument("--batch-size", type=int, default=0,
+    parser.add_argument("--batch-size", type=int, default=None,
                         help="data, train: clips per batch (default: config.train.batch_size)")
     parser.add_argument("--source", choices=("toy", "config"), default="toy",
                         help="data: the built-in toy dataset (default) or the config's dataset")

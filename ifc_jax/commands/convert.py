@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="ifc_r50_ytvis19",
                         help="recipe or config file whose model the weights are for "
                              "(default: ifc_r50_ytvis19)")
-    parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace DIR if it is an earlier output of convert (holds "
+                             "conversion.json); anything else is refused, nothing deleted")
     parser.add_argument("--json", action="store_true",
                         help="print the conversion report as one JSON object on stdout")
 

@@ -12,6 +12,8 @@ window_stride apart, tracks instances across windows, and writes:
   OUT/overlay.gif           up to --gif-frames frames spread over the video, each track in its
                             own colour with "class score"; only tracks scoring >= --min-score
   OUT/keyframe_NNNN.png     --keyframes evenly spaced frames at the original size, drawn alike
+An earlier predict's results.json, overlay.gif and keyframe_*.png in OUT are removed (once the
+new tracks are computed) before these are written; other files in OUT are left alone.
 
 The config is the one the training recorded in DIR unless --config is given. Frames are
 resized as evaluation resizes them (config.data.test_short_side / test_max_size). The video
@@ -41,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True,
                         help="a video file (mp4, mkv, avi, webm, ...) or a folder of frames")
     parser.add_argument("--output", required=True,
-                        help="output folder for results.json, overlay.gif, keyframe_*.png")
+                        help="output folder for results.json, overlay.gif, keyframe_*.png; "
+                             "those of an earlier predict there are replaced as a whole, "
+                             "other files are left alone")
     parser.add_argument("--weights", help="weights to use instead of WORKDIR's checkpoints")
     parser.add_argument("--min-score", type=float, default=0.3,
                         help="tracks drawn in the pictures score at least this (default 0.3); "

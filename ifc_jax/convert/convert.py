@@ -61,10 +61,15 @@ def expected_variables(model_config: Any) -> dict[str, tuple[int, ...]]:
     return model_variable_shapes(IFC.from_config(model_config))
 
 
+def _a(noun: str) -> str:
+    """'a Tensor', 'an OpaqueObject'."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def _state_dict(obj: Any, path: str) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """(state dict, ignored top-level entries, top-level metadata) of a loaded checkpoint."""
     if not isinstance(obj, dict):
-        raise UserError(f"{path}: holds a {type(obj).__name__}, not a dict of tensors")
+        raise UserError(f"{path}: holds {_a(type(obj).__name__)}, not a dict of tensors")
     for container in ("model", "blobs", "state_dict"):
         if isinstance(obj.get(container), dict):
             meta = {k: v for k, v in obj.items() if isinstance(v, str | int | float | bool)}
@@ -161,7 +166,7 @@ def _materialize(value: Any, key: str, path: str) -> np.ndarray:
     except (ValueError, zipfile.BadZipFile, OSError, EOFError) as err:
         raise UserError(f"{path}: tensor {key} cannot be read ({err})") from err
     if array is None:
-        raise UserError(f"{path}: {key} holds a {type(value).__name__}, not a tensor")
+        raise UserError(f"{path}: {key} holds {_a(type(value).__name__)}, not a tensor")
     return array
 
 
@@ -332,11 +337,42 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def check_output(out_dir: str, overwrite: bool) -> None:
-    """Fails early (before reading a large source) if `out_dir` exists and may not be replaced."""
-    if os.path.exists(out_dir) and not overwrite:
-        raise UserError(f"{os.path.abspath(out_dir)}: already exists "
-                        "(pass --overwrite to replace it)")
+MARKER = "conversion.json"  # written into every output folder; --overwrite needs it there
+
+
+def _is_converted_checkpoint(folder: str) -> bool:
+    """Whether `folder` is an earlier output of convert: a real folder (not a link) holding
+    MARKER, the conversion report, as a JSON object naming its source."""
+    marker = os.path.join(folder, MARKER)
+    if os.path.islink(folder) or not os.path.isdir(folder) or not os.path.isfile(marker):
+        return False
+    try:
+        with open(marker, encoding="utf-8") as stream:
+            report = json.load(stream)
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and "source" in report and "written_arrays" in report
+
+
+def check_output(out_dir: str, overwrite: bool, source: str | None = None) -> None:
+    """Fails early (before reading a large source) if `out_dir` may not be written: it exists
+    and --overwrite is not given, or it is not an earlier output of convert (a folder with
+    MARKER: never a file, the source or any other folder)."""
+    shown = os.path.abspath(out_dir)
+    if source is not None:
+        source_path = os.path.realpath(source)
+        target = os.path.realpath(out_dir)
+        if source_path == target or source_path.startswith(target + os.sep):
+            raise UserError(f"{shown}: --to is (or holds) the --from file; choose another "
+                            "folder")
+    if os.path.lexists(out_dir):
+        if not overwrite:
+            raise UserError(f"{shown}: already exists (pass --overwrite to replace an earlier "
+                            "output of convert)")
+        if not _is_converted_checkpoint(out_dir):
+            what = "a folder" if os.path.isdir(out_dir) else "a file"
+            raise UserError(f"{shown}: is {what} without {MARKER}, not an output of convert; "
+                            "--overwrite replaces only those (nothing was deleted)")
 
 
 def write_checkpoint(conversion: Conversion, out_dir: str, overwrite: bool = False) -> str:
@@ -348,7 +384,7 @@ def write_checkpoint(conversion: Conversion, out_dir: str, overwrite: bool = Fal
     import orbax.checkpoint as ocp
 
     out_dir = os.path.abspath(out_dir)
-    check_output(out_dir, overwrite)
+    check_output(out_dir, overwrite, conversion.report.get("source"))
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.converting-", dir=parent)
@@ -357,7 +393,7 @@ def write_checkpoint(conversion: Conversion, out_dir: str, overwrite: bool = Fal
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(written, conversion.variables)
             checkpointer.wait_until_finished()
-        with open(os.path.join(written, "conversion.json"), "w") as stream:
+        with open(os.path.join(written, MARKER), "w") as stream:
             json.dump(conversion.report, stream, indent=2)
             stream.write("\n")
         if os.path.exists(out_dir):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ifc_jax.data.masks import rle_areas, rle_boxes, to_compressed_rle
+from ifc_jax.data.masks import check_segmentation, rle_areas, rle_boxes, to_compressed_rle
 from ifc_jax.io import UserError, read_json
 
 OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
@@ -71,10 +71,21 @@ def _frame_rle(segmentation: Any, height: int, width: int, results: bool) -> dic
         if list(segmentation.get("size", [])) != [height, width]:
             raise ValueError(f"mask size {segmentation.get('size')} differs from the video's "
                              f"{height}x{width}")
-        return to_compressed_rle(segmentation, height, width)
+        check_segmentation(segmentation, height, width)  # integer, non-negative, right sum
+        return _converted(segmentation, height, width)
     if isinstance(segmentation, list) and all(isinstance(p, list) for p in segmentation):
-        return to_compressed_rle(segmentation, height, width)  # as upstream: no filtering
+        check_segmentation(segmentation, height, width)  # numbers, in pairs
+        return _converted(segmentation, height, width)  # as upstream: no filtering
     raise ValueError(f"unknown segmentation encoding {type(segmentation).__name__}")
+
+
+def _converted(segmentation: dict | list, height: int, width: int) -> dict:
+    """pycocotools' compressed RLE of an uncompressed RLE or polygons; what it cannot read
+    (an empty polygon, for one) is a ValueError naming the reason, not its bare Exception."""
+    try:
+        return to_compressed_rle(segmentation, height, width)
+    except Exception as err:  # pycocotools raises plain Exception ("input type is not ...")
+        raise ValueError(f"pycocotools cannot read this segmentation ({err})") from err
 
 
 def _frame_stats(frames: list[dict | None], height: int, width: int
