@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ifc_jax import storage
-from ifc_jax.io import UserError
+from ifc_jax.io import UserError, first_line
 
 log = logging.getLogger("ifc_jax.train")
 
@@ -57,11 +57,9 @@ class Checkpoints:
                 return self.restore(template, step), step
             # orbax and tensorstore raise many kinds of errors for a damaged checkpoint.
             except Exception as err:
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else \
-                    type(err).__name__
                 older = steps[position + 1] if position + 1 < len(steps) else None
                 log.warning("checkpoint step %d in %s cannot be restored (%s); %s", step,
-                            self.directory, reason[:200],
+                            self.directory, first_line(err),
                             f"falling back to step {older}" if older is not None
                             else "no older checkpoint: starting from scratch")
                 self._set_aside(step)

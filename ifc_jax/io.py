@@ -43,7 +43,7 @@ def read_json(path: str, what: str = "JSON file") -> Any:
     except Exception as err:  # cloud storage clients raise their own error types
         if not storage.is_url(path):
             raise
-        raise UserError(f"{path}: cannot read {what} ({_first_line(err)})") from err
+        raise UserError(f"{path}: cannot read {what} ({first_line(err)})") from err
     try:
         # From bytes, json detects the encoding the JSON standard allows: UTF-8 with or
         # without a byte-order mark (text mode would refuse the mark), UTF-16 and UTF-32.
@@ -57,7 +57,8 @@ def read_json(path: str, what: str = "JSON file") -> Any:
         raise UserError(f"{path}: {what} nests arrays or objects too deeply") from err
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (at most 200 characters), or its type's name."""
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
 

@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ifc_jax import storage
 from ifc_jax.checkpoints import Checkpoints, load_variables, merge_params, write_config_json
-from ifc_jax.io import UserError
+from ifc_jax.io import UserError, first_line
 from ifc_jax.models.ifc import IFC
 from ifc_jax.train.losses import PAPER_LOSS_WEIGHTS, LossWeights
 from ifc_jax.train.optim import build_optimizer
@@ -73,9 +73,8 @@ def setup_distributed(distributed: Any) -> None:
             )
     except (ValueError, RuntimeError) as err:
         # e.g. 'auto' outside a TPU pod / SLURM job: jax finds no coordinator to join.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"config.distributed.mode={mode}: cannot join the multi-process "
-                        f"runtime ({reason[:200]}); outside a TPU pod or SLURM job use 'off' "
+                        f"runtime ({first_line(err)}); outside a TPU pod or SLURM job use 'off' "
                         "or 'explicit'") from err
 
 

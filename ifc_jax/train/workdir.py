@@ -23,7 +23,7 @@ from typing import Any
 
 from ifc_jax import storage
 from ifc_jax.checkpoints import CONFIG_FILE
-from ifc_jax.io import UserError, atomic_write_bytes
+from ifc_jax.io import UserError, atomic_write_bytes, first_line
 
 log = logging.getLogger("ifc_jax.train")
 
@@ -56,9 +56,7 @@ def prepare_workdir(workdir: str) -> None:
     except Exception as err:  # cloud storage clients raise their own error types
         if not storage.is_url(workdir):
             raise
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else \
-            type(err).__name__
-        raise UserError(f"{workdir}: cannot write in the workdir ({reason})") from err
+        raise UserError(f"{workdir}: cannot write in the workdir ({first_line(err)})") from err
 
 
 def _process_alive(pid: int) -> bool:
