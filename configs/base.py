@@ -48,6 +48,10 @@ def get_model_config() -> ml_collections.ConfigDict:
     # Attention kernel: auto (cuDNN flash attention for 16-bit inference on NVIDIA GPUs, XLA
     # elsewhere) | xla | cudnn. The IFC_JAX_ATTENTION environment variable overrides it.
     model.attention = "auto"
+    # Convolution and max-pool kernels: auto (cpu on the XLA:CPU backend, xla elsewhere) | xla
+    # (standard grouped/1x1 convolutions and reduce_window) | cpu (shifted multiply-adds, dots
+    # and slices, several times faster on XLA:CPU). Same parameters either way.
+    model.kernels = "auto"
     return model
 
 
@@ -116,6 +120,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.seed = 0
     config.train.no_object_weight = 0.1  # class weight of "no object" in the CE loss (eos_coef)
     config.train.matcher = "host"  # host (scipy, one callback per device) | device (optax)
+    # Clips per loss group: consecutive clips of the global batch normalised together as the
+    # authors' one GPU's batch is (their 8 GPUs x 2 clips): the CE mean per group, the mask
+    # losses over the group's canvas (its largest frame). 0 = the whole global batch as one
+    # group. Independent of the device count (docs/training.md#loss-groups).
+    config.train.loss_group_size = 2
     config.train.log_every = 20  # steps between log lines / TensorBoard scalars
     # TensorBoard event files in the workdir (False: metrics go to the log and
     # WORKDIR/train_metrics.jsonl only).
@@ -141,6 +150,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.inference.window_frames = 5  # T of a window: 5 near-online, 36 offline
     config.inference.window_stride = 1  # S: frames between window starts
     config.inference.match_threshold = 0.05  # soft-IoU scores at or below it never match
+    # Near-online windows run this many per device call (several strides of frames per
+    # chunk); offline windows (S = T) run one per call.
+    config.inference.windows_per_call = 8
+    # Host threads encoding the final masks as RLEs while the device works (0: inline).
+    config.inference.host_threads = 2
     config.inference.class_threshold = 0.01  # results keep (track, class) above it
     config.inference.multi_class = True  # one result per (track, class) above the threshold
     # Leave out tracks whose masks are empty in every frame (they can only be false
@@ -148,6 +162,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.inference.drop_empty_tracks = False
     # Also leave out tracks covering fewer mask pixels than this over the whole video (0: off).
     config.inference.min_track_pixels = 0
+    # Per video and category, keep the best this many results by score (0: all). The official
+    # metric scores at most 100 per video and category, so 100 bounds results.json without
+    # changing AP or AR.
+    config.inference.max_results_per_category = 100
 
     # Input size used by `summary` for per-frame GFLOPs.
     config.summary = ml_collections.ConfigDict()

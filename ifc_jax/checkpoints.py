@@ -127,7 +127,15 @@ def checkpoint_step(path: str) -> int | None:
 def load_variables(path: str) -> dict[str, Any]:
     """{'params', 'batch_stats'} of a saved train state, as numpy (the latest step)."""
     item_dir = _find_state_dir(path)
-    restored = ocp.StandardCheckpointer().restore(item_dir)
+    checkpointer = ocp.StandardCheckpointer()
+    # Restored onto this process's first device whatever sharding the job that saved it used
+    # (orbax refuses a checkpoint from another device count without a target).
+    metadata = checkpointer.metadata(item_dir)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                            sharding=device),
+                          getattr(metadata, "item_metadata", metadata))
+    restored = checkpointer.restore(item_dir, target)
     if not isinstance(restored, dict) or "params" not in restored:
         raise UserError(f"{path}: the checkpoint holds no 'params'")
     variables = {"params": restored["params"],

@@ -35,6 +35,7 @@ BASE_RECIPE = "base"
 COMMUNICATION_VARIANTS = ("ifc", "no_comm", "full_thw", "decompose_thw")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 ATTENTION_KERNELS = ("auto", "xla", "cudnn")
+MODEL_KERNELS = ("auto", "xla", "cpu")  # convolution / max-pool paths (models/layers.py)
 MATCHERS = ("host", "device")
 DISTRIBUTED_MODES = ("off", "auto", "explicit")
 TOY_MASK_ENCODINGS = ("rle", "uncompressed_rle", "polygon", "mixed")
@@ -307,6 +308,7 @@ RULES: tuple[Rule, ...] = (
     ("model.dtype", _one_of(COMPUTE_DTYPES), f"must be one of {', '.join(COMPUTE_DTYPES)}"),
     ("model.attention", _one_of(ATTENTION_KERNELS),
      f"must be one of {', '.join(ATTENTION_KERNELS)}"),
+    ("model.kernels", _one_of(MODEL_KERNELS), f"must be one of {', '.join(MODEL_KERNELS)}"),
     ("model.input_format", _one_of(("RGB", "BGR")), "must be RGB or BGR"),
     ("model.pixel_mean", lambda v, c: len(v) == 3 and all(_is_number(x) for x in v),
      "needs 3 numbers (one per channel)"),
@@ -357,6 +359,9 @@ RULES: tuple[Rule, ...] = (
     ("train.grad_clip_norm", lambda v, c: _is_number(v) and v > 0, "must be > 0"),
     ("train.no_object_weight", _fraction(True, False), "must be in (0, 1]"),
     ("train.matcher", _one_of(MATCHERS), "must be 'host' or 'device'"),
+    ("train.loss_group_size",
+     lambda v, c: _is_int(v) and v >= 0 and (v == 0 or c.train.batch_size % v == 0),
+     "must be an integer >= 0 that divides train.batch_size (0 = the whole batch)"),
     ("train.log_every", _at_least(1), "must be an integer >= 1"),
     ("train.tensorboard", _boolean, "must be True or False"),
     ("train.checkpoint_every", _at_least(1), "must be an integer >= 1"),
@@ -377,10 +382,13 @@ RULES: tuple[Rule, ...] = (
      lambda v, c: _is_int(v) and 1 <= v <= c.inference.window_frames,
      "must be in 1..inference.window_frames (windows must overlap or touch)"),
     ("inference.match_threshold", _fraction(False, False), "must be in [0, 1]"),
+    ("inference.windows_per_call", _at_least(1), "must be an integer >= 1"),
+    ("inference.host_threads", _at_least(0), "must be an integer >= 0"),
     ("inference.class_threshold", _fraction(False, True), "must be in [0, 1)"),
     ("inference.multi_class", _boolean, "must be True or False"),
     ("inference.drop_empty_tracks", _boolean, "must be True or False"),
     ("inference.min_track_pixels", _at_least(0), "must be an integer >= 0"),
+    ("inference.max_results_per_category", _at_least(0), "must be an integer >= 0"),
     ("summary.height", _at_least(1), "must be an integer >= 1"),
     ("summary.width", _at_least(1), "must be an integer >= 1"),
     ("summary.num_frames", _at_least(1), "must be an integer >= 1"),

@@ -5,7 +5,8 @@ The convention is fvcore's, which the IFC paper used:
   count batch x M x N x K; convolutions count out_elements x kernel_area x in_channels/groups.
 * LayerNorm and GroupNorm (with affine) count 5 per input element. They are recognised as the
   named `jit` calls of `ifc_jax.models.layers`, like its `depthwise_conv` (shifted
-  multiply-adds, counted as the grouped convolution it computes: kernel area per output).
+  multiply-adds, counted as the grouped convolution it computes: kernel area per output) and
+  `pointwise_conv` (a 1x1 convolution, counted as the matrix product it is: `matmul`).
 * Everything else (bias adds, softmax, activations, residual adds, scaling, dropout) is free.
 
 The count is taken from `jax.make_jaxpr` on abstract shapes: nothing is computed or allocated,
@@ -14,6 +15,9 @@ Attention is traced with its XLA implementation (QK^T and AV as `dot_general`s) 
 run would pick cuDNN's fused kernel, whose custom call the walker could not see into.
 Backward passes count like forward ones: `jax.value_and_grad(f)` traces to the forward and
 the transposed `dot_general`s / convolutions of the gradient (see `benchmarks/roofline.py`).
+Likewise the model's convolutions and max-pool are traced with their "cpu" kernel path
+(`config.model.kernels`, docs/model.md#kernels) whichever a run takes, so that a count does
+not depend on the backend; the two paths compute the same convolutions.
 """
 
 from __future__ import annotations
@@ -64,6 +68,12 @@ def _eqn_flops(eqn: jax_core.JaxprEqn, counts: Counter, multiplier: int) -> None
     elif name in ("jit", "pjit") and eqn.params.get("name") == "depthwise_conv":
         kernel = eqn.invars[1].aval.shape  # (k, k, 1, C)
         counts["conv"] += multiplier * math.prod(eqn.outvars[0].aval.shape) * math.prod(kernel[:3])
+    elif (name in ("jit", "pjit") and eqn.params.get("name") == "pointwise_conv"
+          and len(eqn.invars) == 2):
+        # The forward call (x, kernel (1, 1, C_in, F)): C_in per output element, like the dot
+        # of the "cpu" path. Its transposes (gradients) fall through to their contents.
+        kernel = eqn.invars[1].aval.shape
+        counts["matmul"] += multiplier * math.prod(eqn.outvars[0].aval.shape) * kernel[2]
     elif name in ("jit", "pjit") and eqn.params.get("name") in NORM_FLOPS_PER_ELEMENT:
         norm = eqn.params["name"]
         elements = math.prod(eqn.invars[0].aval.shape)
@@ -93,10 +103,13 @@ def count_jaxpr(jaxpr: jax_core.Jaxpr, counts: Counter | None = None,
 
 
 def trace(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> jax_core.ClosedJaxpr:
-    """The jaxpr of `fn(*args, **kwargs)`, attention traced with its XLA implementation."""
+    """The jaxpr of `fn(*args, **kwargs)`, attention traced with its XLA implementation and
+    the convolutions / max-pool with their "cpu" kernel path (the count is then the same for
+    any `config.model.kernels`, gradients included)."""
     from ifc_jax.models.attention import attention_implementation
+    from ifc_jax.models.layers import kernels_override
 
-    with attention_implementation("xla"):
+    with attention_implementation("xla"), kernels_override("cpu"):
         return jax.make_jaxpr(lambda *a: fn(*a, **kwargs))(*args)
 
 

@@ -1,4 +1,5 @@
-"""Pictures of predicted tracks: mask overlays, an animated GIF and keyframe PNGs.
+"""Pictures of predicted tracks: mask overlays, an animated GIF, an MP4, keyframe PNGs and
+(on request) one PNG per frame.
 
 Each track keeps one colour through the video (`track_colour`). A frame is drawn as: the
 track's mask blended over the frame (alpha 0.5), a solid contour around it, and a label
@@ -13,23 +14,28 @@ them all.
 
 The GIF holds at most `gif_frames` frames spread evenly over the video, each shown for the
 time it stands for (so the GIF plays in about real time), scaled down to `max_side` pixels on
-its long side; GIF frames are kept palette-quantised (1 byte per pixel) until written. Every
+its long side; GIF frames are kept palette-quantised (1 byte per pixel) until written. The
+MP4 (`mp4_name`) has every frame at the original size and the video's frame rate, H.264
+(libx264) when PyAV's FFmpeg has it, else MPEG-4 Part 2; it is encoded as the frames come, so
+it is never held in memory. With `frames_dir` every drawn frame is also a PNG there. Every
 file is written atomically (temp file + rename).
 """
 
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import dataclasses
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from fractions import Fraction
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ifc_jax.data.masks import decode_rle
-from ifc_jax.io import atomic_write_bytes
+from ifc_jax.io import atomic_write_bytes, atomic_writer
 
 MASK_ALPHA = 0.5
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895
@@ -200,34 +206,114 @@ def keyframe_name(frame_index: int, num_frames: int) -> str:
     return f"keyframe_{frame_index:0{digits}d}.png"
 
 
+def frame_png_name(frame_index: int, num_frames: int) -> str:
+    digits = max(4, len(str(max(num_frames - 1, 0))))
+    return f"frame_{frame_index:0{digits}d}.png"
+
+
+def mp4_codec() -> str:
+    """H.264 (libx264) when the FFmpeg in PyAV's wheel has the encoder, else MPEG-4 Part 2
+    (FFmpeg's own encoder, always there; larger files, plays everywhere too)."""
+    import av
+
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def even_size(frame: np.ndarray) -> np.ndarray:
+    """frame (H, W, 3) padded to an even height and width by repeating its last row/column.
+
+    yuv420p (the pixel format players expect of H.264/MPEG-4) stores colour at half
+    resolution, so encoders need even sizes; padding by one pixel (rather than cropping)
+    keeps every drawn pixel of the overlay."""
+    height, width = frame.shape[:2]
+    if height % 2 == 0 and width % 2 == 0:
+        return frame
+    return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+@contextlib.contextmanager
+def mp4_writer(path: str, fps: float) -> Iterator[Callable[[np.ndarray], None]]:
+    """A function that appends an RGB uint8 (H, W, 3) frame (every frame of one size) to an
+    MP4 at `path`, shown `fps` frames per second. The file appears (atomically) when the
+    block ends without error; frames are encoded as they come."""
+    import av
+
+    # A rational rate: 29.97 fps videos are 30000/1001, which the MP4 time base keeps exact.
+    rate = Fraction(fps if fps > 0 else 10.0).limit_denominator(1001)
+    codec = mp4_codec()
+    with atomic_writer(path, "wb") as file, av.open(file, "w", format="mp4") as container:
+        stream = None
+
+        def write(frame: np.ndarray) -> None:
+            nonlocal stream
+            frame = even_size(frame)
+            if stream is None:  # sized by the first frame
+                options = {"crf": "20", "preset": "veryfast"} if codec == "libx264" else {}
+                stream = container.add_stream(codec, rate=rate, options=options)
+                stream.height, stream.width = frame.shape[:2]
+                stream.pix_fmt = "yuv420p"
+                if codec == "mpeg4":  # no CRF: about 0.25 bit per pixel and frame
+                    stream.bit_rate = int(frame.shape[0] * frame.shape[1] * float(rate) / 4)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+
+        yield write
+        if stream is not None:
+            for packet in stream.encode():  # flush the encoder's delayed frames
+                container.mux(packet)
+
+
 def write_overlays(frames: Iterable[tuple[int, np.ndarray]], tracks: Sequence[DisplayTrack],
                    output_dir: str, gif_indices: Sequence[int], key_indices: Sequence[int], *,
                    num_frames: int, fps: float, max_side: int = 640,
-                   gif_name: str = "overlay.gif") -> dict[str, list[str] | str | None]:
-    """Draws the tracks on the frames and writes output_dir/overlay.gif and keyframe PNGs.
+                   gif_name: str = "overlay.gif", mp4_name: str | None = None,
+                   frames_dir: str | None = None) -> dict[str, list[str] | str | int | None]:
+    """Draws the tracks on the frames and writes output_dir/overlay.gif, keyframe PNGs and,
+    when asked, output_dir/`mp4_name` (every frame, at `fps`) and one PNG per frame in
+    `frames_dir` (frame_NNNN.png).
 
     frames: (index, uint8 (H, W, 3) original-size frame) for at least every index in
-    gif_indices and key_indices, in increasing order (others are ignored).
-    Returns {"gif": path or None (no GIF frames asked for), "keyframes": [paths]}.
+    gif_indices and key_indices (every index 0..num_frames-1 when an MP4 or frame PNGs are
+    asked for), in increasing order (others are ignored).
+    Returns {"gif": path or None (no GIF frames asked for), "keyframes": [paths],
+    "mp4": path or None, "frames_dir": frames_dir or None, "frame_pngs": count}.
     """
+    every_frame = mp4_name is not None or frames_dir is not None
     gif_set, key_set = set(gif_indices), set(key_indices)
     gif_images: list[Image.Image] = []
     keyframes: list[str] = []
-    for index, frame in frames:
-        if index not in gif_set and index not in key_set:
-            continue
-        rendered = render_frame(frame, index, tracks)
-        if index in key_set:
-            path = os.path.join(output_dir, keyframe_name(index, num_frames))
-            atomic_write_bytes(path, encode_png(rendered))
-            keyframes.append(path)
-        if index in gif_set:
-            gif_images.append(_gif_image(rendered, max_side))
-    if len(gif_images) != len(gif_set) or len(keyframes) != len(key_set):
-        raise ValueError("the frames iterable missed some of the asked-for frame indices")
+    frame_pngs = 0
+    mp4_path = os.path.join(output_dir, mp4_name) if mp4_name is not None else None
+    with contextlib.ExitStack() as stack:
+        write_mp4 = stack.enter_context(mp4_writer(mp4_path, fps)) if mp4_path else None
+        expected = 0
+        for index, frame in frames:
+            if not every_frame and index not in gif_set and index not in key_set:
+                continue
+            if every_frame and index != expected:
+                raise ValueError(f"frame {expected} missing: an MP4 or frame PNGs need every "
+                                 "frame, in order")
+            expected = index + 1
+            rendered = render_frame(frame, index, tracks)
+            if write_mp4 is not None:
+                write_mp4(rendered)
+            if frames_dir is not None:
+                atomic_write_bytes(os.path.join(frames_dir, frame_png_name(index, num_frames)),
+                                   encode_png(rendered))
+                frame_pngs += 1
+            if index in key_set:
+                path = os.path.join(output_dir, keyframe_name(index, num_frames))
+                atomic_write_bytes(path, encode_png(rendered))
+                keyframes.append(path)
+            if index in gif_set:
+                gif_images.append(_gif_image(rendered, max_side))
+        if len(gif_images) != len(gif_set) or len(keyframes) != len(key_set) or (
+                every_frame and expected != num_frames):
+            raise ValueError("the frames iterable missed some of the asked-for frame indices")
     gif_path = None
     if gif_images:
         gif_path = os.path.join(output_dir, gif_name)
         atomic_write_bytes(gif_path, encode_gif(
             gif_images, gif_frame_ms(num_frames, len(gif_images), fps)))
-    return {"gif": gif_path, "keyframes": keyframes}
+    return {"gif": gif_path, "keyframes": keyframes, "mp4": mp4_path,
+            "frames_dir": frames_dir, "frame_pngs": frame_pngs}

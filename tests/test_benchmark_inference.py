@@ -4,6 +4,7 @@ stage shares and the roofline per setting and compute dtype."""
 import json
 
 import numpy as np
+import pytest
 
 from ifc_jax import cli
 from ifc_jax.benchmarks import inference as benchmark_inference
@@ -18,6 +19,7 @@ def test_inference_benchmark_json(capsys):
     result = json.loads(captured.out)  # the one JSON object on stdout
     assert result["what"] == "inference" and result["config"] == "tiny"
     assert (result["frames"], result["height"], result["width"]) == (8, 64, 96)
+    assert result["repeats"] == 3
     assert [run["dtype"] for run in result["runs"]] == ["float32", "bfloat16"]
     for run in result["runs"]:
         assert run["attention"] == "xla"  # CPU
@@ -27,17 +29,22 @@ def test_inference_benchmark_json(capsys):
         assert near_online["windows"] == 4  # starts 0, 1, 2 and the right-aligned 3
         assert (offline["window_frames"], offline["windows"]) == (8, 1)  # clip shorter than 36
         for setting in (near_online, offline):
-            assert setting["frames_per_s"] == 8 / setting["seconds"] > 0
-            shares = setting["share"]
-            assert set(shares) == {"frame_features", "windows", "tracking", "masks_rle",
-                                   "other"}
-            assert all(0 <= share <= 1 for share in shares.values())
-            assert abs(sum(shares.values()) - 1) < 1e-6 or shares["other"] == 0
-            for stage, seconds in setting["seconds_by_stage"].items():
-                assert abs(seconds / setting["seconds"] - shares[stage]) < 1e-9
+            # A stream of 3 videos by default (a video's last masks encode during the next).
+            assert setting["frames_per_s"] == pytest.approx(3 * 8 / setting["seconds"])
+            stages = setting["stage_ms_per_frame"]
+            assert set(stages) == {"frame_features", "windows", "tracking", "masks_rle"}
+            assert all(ms > 0 for ms in stages.values())
+            # The device stages are timed apart, on the programs the model-only figure runs.
+            model_only = setting["model_only"]
+            assert stages["frame_features"] == pytest.approx(
+                1000 * model_only["frame_features_seconds"] / (3 * 8))
+            assert setting["end_to_end_over_model_only"] == pytest.approx(
+                setting["frames_per_s"] / model_only["frames_per_s"])
+            assert set(setting["host_seconds"]) == {"input", "dispatch", "device_wait",
+                                                    "tracking", "masks_rle", "rle_wait"}
             assert setting["warmup_seconds"] > 0
             model_only = setting["model_only"]
-            assert model_only["frames_per_s"] == 8 / model_only["seconds"] > 0
+            assert model_only["frames_per_s"] == pytest.approx(3 * 8 / model_only["seconds"])
             line = setting["roofline"]
             assert line["gflops_per_frame"] > 0 and line["gmacs_per_frame"] > 0
             for way in ("paper_way", "model_only"):
@@ -52,7 +59,7 @@ def test_inference_benchmark_table_and_bad_dtype(capsys):
     code = cli.main(["benchmark", "--what", "inference", "--height", "32", "--width", "32",
                      "--frames", "2", "--peak-size", "64"])
     out = capsys.readouterr().out
-    assert code == 0 and "near_online" in out and "% of peak" in out and "TFLOP/s" in out
+    assert code == 0 and "near_online" in out and "% of peak" in out and "ratio" in out
     code = cli.main(["benchmark", "--what", "inference", "--dtypes", "float16"])
     err = capsys.readouterr().err
     assert code == 2 and [line for line in err.splitlines() if line.startswith("error:")] == [
@@ -87,3 +94,19 @@ def test_limit_kept_queries_keeps_that_many_in_the_first_window(tiny_config):
     assert kept(variables) > 3  # a random head keeps most of the 10 queries
     for target in (3, 1, 0):
         assert kept(benchmark_inference.limit_kept_queries(predictor, frames, target)) == target
+
+
+def test_postprocess_benchmark_json_and_same_masks_as_the_full_size_path(capsys):
+    code = cli.main(["benchmark", "--what", "postprocess", "--json", "--height", "90",
+                     "--width", "160", "--frames", "8", "--tracks", "3", "--threads", "0", "2",
+                     "--repeats", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["what"] == "postprocess" and result["grid"] == [45, 80]  # short side 360
+    assert [run["threads"] for run in result["runs"]] == [0, 2]
+    for run in result["runs"]:
+        assert run["same_masks_as_full_size"] is True and run["ms_per_frame"] > 0
+    assert result["full_size_path"]["ms_per_frame"] > 0
+    code = cli.main(["benchmark", "--what", "postprocess", "--threads", "-1"])
+    assert code == 2 and "error: " in capsys.readouterr().err

@@ -26,6 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # backbone depth 0, window 5), with the overrides it needs to be reachable.
 BAD_VALUES = {
     "model.communication": ["bogus"],
+    "model.kernels": ["cuda"],
     "model.num_memory_tokens": ["0"],
     "model.hidden_dim": ["48"],
     "model.num_heads": ["3"],
@@ -79,6 +80,7 @@ BAD_VALUES = {
     "train.grad_clip_norm": ["0.0"],
     "train.no_object_weight": ["0.0"],
     "train.matcher": ["gpu"],
+    "train.loss_group_size": ["3"],  # tiny's batch of 2 clips does not split into 3s
     "train.log_every": ["0"],
     "train.tensorboard": ["'yes'"],
     "train.checkpoint_every": ["0"],
@@ -92,6 +94,9 @@ BAD_VALUES = {
     "inference.window_frames": ["0"],
     "inference.window_stride": ["6"],
     "inference.match_threshold": ["1.5"],
+    "inference.windows_per_call": ["0"],
+    "inference.host_threads": ["-1"],
+    "inference.max_results_per_category": ["-5"],
     "inference.class_threshold": ["1.0"],
     "inference.multi_class": ["1"],
     "inference.drop_empty_tracks": ["'yes'"],

@@ -56,8 +56,9 @@ def test_shares_of_two_processes_merge_into_the_one_process_results(tiny_config,
 
     dataset = load_eval_split(config)
     predictor = VideoPredictor.from_config(model, variables, config.inference)
-    shares = [predict_share(config, predictor, dataset, process_index=index, process_count=2)
-              for index in range(2)]
+    one_device = jax.local_devices()[:1]  # one device per process: every 2nd video each
+    shares = [predict_share(config, predictor, dataset, process_index=index, process_count=2,
+                            devices=one_device) for index in range(2)]
     assert [share.positions for share in shares] == [[0, 2], [1]]
     assert all(entries for share in shares for entries in share.results)  # every video
     # The order matters: the shares one after the other are not the dataset's order.

@@ -69,13 +69,16 @@ def test_windows_see_the_same_features_as_a_direct_forward(model_and_variables, 
 
     monkeypatch.setattr(predictor_module.ClipTracker, "add_window", recording)
     encode_calls = []
+    # Chunks of max(T, 2 S) = 4 frames; windows (0,3) (2,5) in one call, (3,6) across the
+    # two chunks in another.
     predictor = VideoPredictor(model, variables, window_frames=3, window_stride=2,
-                               match_threshold=0.05)
+                               match_threshold=0.05, windows_per_call=2)
     real_encode = predictor.encode_frames
     predictor.encode_frames = lambda *a: encode_calls.append(1) or real_encode(*a)
     result = predictor.predict(iter(frames), 6, (40, 56), (80, 112))
     assert [start for start, _, _ in seen] == [0, 2, 3]  # (0,3) (2,5) (3,6)
-    assert len(encode_calls) == 2  # 6 frames in chunks of 3: each frame encoded once
+    assert len(encode_calls) == 2  # 6 frames in chunks of 4: each frame encoded once
+    assert [call.starts for call in predictor.plan(6)] == [(0, 2), (3,)]
     for start, probs, logits in seen:
         direct_probs, direct_logits = _direct(model, variables, frames[start:start + 3])
         kept = np.argmax(direct_probs, -1) != direct_probs.shape[-1] - 1

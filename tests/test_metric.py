@@ -542,3 +542,45 @@ def test_random_sets_cover_the_quirks():
         if any(m is None for g in gts for m in g["masks"]):
             covered.add("null frames")
     assert covered == {"max_dets", "areas", "crowd", "null frames"}
+
+
+# ============================================================================ bounded results
+
+def test_best_100_per_video_and_category_leave_the_metric_unchanged():
+    """The evaluator keeps the best 100 detections per (video, category): results capped
+    there (`inference.max_results_per_category`) score exactly as the uncapped ones. The
+    one hit of category 1 is the 100th best, tied with the 101st (a miss listed after it):
+    a cap of 99 loses it, and so would breaking the tie the other way."""
+    from ifc_jax.evaluation.results import best_per_category
+
+    videos = {1: (H, W, 2), 2: (H, W, 2)}
+    miss = [rect(H, W, 5, 0, 10, 3), rect(H, W, 0, 6, 4, 10)]
+    gts, preds = [], []
+    for vid in videos:
+        for k, cat in enumerate((1, 2)):
+            box = rect(H, W, 2 * k, 2 * k, 2 * k + 4, 2 * k + 5)
+            gts.append(gt_track(len(gts) + 1, vid, cat, [box, box]))
+            count = 130 if cat == 1 else 40
+            # Listed out of score order; rank r (0 = best) scores 0.9 - r / 1000 except that
+            # ranks 99 and 100 tie.
+            for rank in np.random.default_rng(vid).permutation(count):
+                score = 0.9 - min(rank, 99) / 1000 if rank <= 100 else 0.9 - rank / 1000
+                hit = rank == (99 if cat == 1 else 5)
+                preds.append(pred(vid, cat, score, [box, box] if hit else miss))
+    # The tie: the hit must come first among equal scores.
+    tied = [i for i, p in enumerate(preds) if p["category_id"] == 1 and
+            abs(p["score"] - (0.9 - 99 / 1000)) < 1e-12]
+    for vid in videos:
+        first, second = [i for i in tied if preds[i]["video_id"] == vid]
+        if preds[first]["masks"] is miss:
+            preds[first], preds[second] = preds[second], preds[first]
+    full = results_json(preds)
+
+    def capped(limit):
+        return [entry for vid in videos for entry in
+                best_per_category([e for e in full if e["video_id"] == vid], limit)]
+
+    assert len(capped(100)) == 2 * (100 + 40) < len(full)
+    gt = gt_json(videos, [1, 2], gts)
+    assert evaluate_results(gt, capped(100)) == evaluate_results(gt, full)
+    assert evaluate_results(gt, capped(99))["AR100"] < evaluate_results(gt, full)["AR100"]

@@ -1,4 +1,5 @@
-"""`predict` end to end on a frame folder and a video file, with a random-weight tiny model."""
+"""`predict` end to end on a frame folder, a video file and several videos (one of them
+rotated) in one call, with a random-weight tiny model."""
 
 import json
 import logging
@@ -71,7 +72,7 @@ def run_predict(capsys, setup, source, output, *extra):
     return code, captured.out, captured.err
 
 
-def check_outputs(summary, output, num_frames, height, width, gif_frames):
+def check_outputs(summary, output, num_frames, height, width, gif_frames, keyframes=4):
     with open(os.path.join(output, "results.json"), encoding="utf-8") as stream:
         results = json.load(stream)
     assert summary["results"] == len(results) > 0
@@ -86,7 +87,7 @@ def check_outputs(summary, output, num_frames, height, width, gif_frames):
     with Image.open(os.path.join(output, "overlay.gif")) as gif:
         assert gif.format == "GIF" and gif.n_frames == gif_frames
         assert gif.size == (width, height)
-    assert len(summary["keyframes"]) == 4
+    assert len(summary["keyframes"]) == keyframes
     for path in summary["keyframes"]:
         with Image.open(path) as png:
             assert png.format == "PNG" and png.size == (width, height)
@@ -239,3 +240,166 @@ def test_predict_and_inference_benchmark_import_no_tensorflow():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def decode_mp4(path):
+    """Every frame of an MP4, (N, H, W, 3) uint8 (PyAV)."""
+    import av
+
+    with av.open(path) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+class CompileCounter:
+    """Counts JAX's traces and backend compilations (jax.monitoring events) while active."""
+
+    EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+              "/jax/core/compile/backend_compile_duration")
+
+    def __init__(self):
+        self.count = 0
+        self.active = True
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event, duration, **kwargs):
+        if self.active and event in self.EVENTS:
+            self.count += 1
+
+    def close(self):
+        self.active = False
+        unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+        if unregister is not None:
+            unregister(self._listen)
+
+
+class ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_predict_three_videos_one_rotated_compiles_once(capsys, setup, tmp_path, monkeypatch):
+    from tests.test_video import write_rotated_video
+
+    # A phone video: stored sideways (96x144 WxH), shown upright at 144x96 like the others,
+    # so all three share one model input size (64x96) and one compiled program; read as
+    # stored, it would need a second.
+    upright_frames = list(synthetic_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=11))
+    (tmp_path / "phone").mkdir()
+    rotated = str(tmp_path / "phone" / "clip.mp4")  # the same stem as setup's clip.mp4
+    stored = write_rotated_video(rotated, upright_frames, -90, fps=15)
+    assert stored[0].shape[:2] == (WIDTH, HEIGHT)
+
+    # Count compilations per video: the first compiles, the others reuse its programs.
+    counter = CompileCounter()
+    per_video = []
+    original = api_model.Model.predict_video_input
+
+    def counted(self, video, progress=None):
+        before = counter.count
+        run = original(self, video, progress)
+        per_video.append(counter.count - before)
+        return run
+
+    monkeypatch.setattr(api_model.Model, "predict_video_input", counted)
+    monkeypatch.setattr(api_model, "PROGRESS_SECONDS", 0.0)
+    logger = logging.getLogger("ifc_jax.predict")
+    logs = ListHandler()
+    logger.addHandler(logs)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    output = tmp_path / "out"
+    try:
+        code, out, err = run_predict(
+            capsys, setup, setup["video"], str(output), "--input", setup["folder"], rotated,
+            "--min-score", "0", "--gif-frames", "3", "--keyframes", "2", "--png-frames")
+    finally:
+        counter.close()
+        logger.removeHandler(logs)
+    assert code == 0, err
+    assert len(per_video) == 3 and per_video[0] > 0 and per_video[1:] == [0, 0], per_video
+    summary = json.loads(out)
+    assert summary["model_input_sizes"] == [[64, 96]] and summary["frames"] == 3 * NUM_FRAMES
+    videos = summary["videos"]
+    assert [v["output"] for v in videos] == [str(output / n) for n in ("clip", "frames",
+                                                                        "clip_2")]
+    assert sorted(os.listdir(output)) == ["clip", "clip_2", "frames"]
+    assert [v["rotation"] for v in videos] == [0, 0, 270]
+    raw = {0: decode_mp4(setup["video"]), 1: np.stack(list(synthetic_frames(
+        NUM_FRAMES, HEIGHT, WIDTH, seed=5))), 2: np.stack(upright_frames)}
+    for index, video in enumerate(videos):
+        assert video["video_size"] == [HEIGHT, WIDTH] and video["frames"] == NUM_FRAMES
+        check_outputs(video, video["output"], NUM_FRAMES, HEIGHT, WIDTH, gif_frames=3,
+                      keyframes=2)
+        overlay = decode_mp4(video["overlay_mp4"])
+        assert overlay.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
+        # Upright and drawn on: near the raw frames where nothing is drawn, far from them
+        # where masks are (the blend moves a pixel half way to the track's colour).
+        with open(video["results_file"], encoding="utf-8") as stream:
+            masks = np.stack([np.stack([decode_rle(rle) for rle in entry["segmentations"]])
+                              for entry in json.load(stream)]).any(axis=0)
+        difference = np.abs(overlay.astype(np.int16) - raw[index]).mean(axis=-1)
+        assert masks.any() and (~masks).any()
+        assert difference[masks].mean() > difference[~masks].mean() + 10.0
+        assert video["frame_pngs"] == NUM_FRAMES
+        assert sorted(os.listdir(video["frames_dir"])) == [
+            f"frame_{t:04d}.png" for t in range(NUM_FRAMES)]
+    log_text = "\n".join(logs.lines)
+    assert "predict: video 3/3, " in log_text and "ETA" in log_text
+    assert f"{3 * NUM_FRAMES - 1}/{3 * NUM_FRAMES} frames" in log_text
+
+
+@pytest.mark.parametrize("case", ["no_match", "no_videos", "missing_among_several"])
+def test_bad_batch_input_one_error_line_and_nothing_written(capsys, setup, tmp_path, case):
+    if case == "no_match":
+        inputs, named = [str(tmp_path / "*.mp4")], str(tmp_path / "*.mp4")
+    elif case == "no_videos":
+        (tmp_path / "docs").mkdir()
+        (tmp_path / "docs" / "notes.txt").write_text("x")
+        inputs, named = [str(tmp_path / "docs")], str(tmp_path / "docs")
+    else:
+        inputs = [setup["video"], str(tmp_path / "missing.mp4"), setup["folder"]]
+        named = str(tmp_path / "missing.mp4")
+    output = tmp_path / "out"
+    code = cli.main(["predict", "--config", CONFIG, "--workdir", setup["workdir"], "--input",
+                     *inputs, "--output", str(output)])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and captured.out == ""
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], lines
+    assert not output.exists()
+
+
+def test_batch_output_folder_taken_by_a_file_fails_before_loading(capsys, setup, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "frames").write_text("a file where the frame folder's outputs would go")
+    code = cli.main(["predict", "--config", CONFIG, "--workdir", str(tmp_path / "nowhere"),
+                     "--input", setup["video"], setup["folder"], "--output", str(output)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and str(output / "frames") in lines[0], lines
+    assert sorted(os.listdir(output)) == ["frames"]
+
+
+def test_output_names_are_stems_made_unique(tmp_path):
+    from ifc_jax.api.experiment import output_names
+
+    (tmp_path / "walk").mkdir()
+    videos = [str(tmp_path / "a" / "clip.mp4"), str(tmp_path / "b" / "clip.mov"),
+              str(tmp_path / "clip_2.mp4"), str(tmp_path / "walk"), str(tmp_path / "walk.avi")]
+    assert output_names(videos) == ["clip", "clip_2", "clip_2_2", "walk", "walk_2"]
+
+
+def test_predict_replaces_its_earlier_mp4_and_frame_pngs(tmp_path):
+    from ifc_jax.api.experiment import _remove_previous_predict_outputs
+
+    (tmp_path / "frames").mkdir()
+    for name in ["overlay.mp4", "results.json", "frames/frame_0001.png", "frames/keep.png",
+                 "overlay.mp4.bak"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert _remove_previous_predict_outputs(str(tmp_path)) == [
+        "overlay.mp4", "results.json", "frames/frame_0001.png"]
+    assert sorted(os.listdir(tmp_path)) == ["frames", "overlay.mp4.bak"]
+    assert os.listdir(tmp_path / "frames") == ["keep.png"]

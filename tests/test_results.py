@@ -110,7 +110,8 @@ def test_min_pixels_leaves_out_tracks_under_that_many_pixels_in_all_frames():
     assert len(video_results(2, probs, [speck, small], [5], min_pixels=4)) == 2
     inference = load_config("toy").inference
     assert result_options(inference) == dict(class_threshold=0.01, multi_class=True,
-                                             drop_empty=True, min_pixels=64)
+                                             drop_empty=True, min_pixels=64,
+                                             max_per_category=100)
 
 
 def test_write_results_json_is_atomic(tmp_path):

@@ -38,11 +38,11 @@ def test_predictor_programs_add_up_to_the_model_forward(tiny_config):
     padding = jax.ShapeDtypeStruct((1, 3, 64, 96), jnp.bool_)
     variables = abstract_init(model, frames, padding)
     predictor = VideoPredictor(model, variables, window_frames=3, window_stride=1,
-                               match_threshold=0.05)
+                               match_threshold=0.05, windows_per_call=1)  # chunks of T = 3
     counts = roofline.predictor_counts(predictor, 64, 96)
     whole = count_flops(model.apply, variables, frames, padding)
     assert counts["chunk"] + counts["window"] == whole
-    video = roofline.video_flops(counts, num_frames=7, window_frames=3, num_windows=5)
+    video = roofline.video_flops(counts, num_frames=7, chunk_frames=3, num_windows=5)
     chunk, window = (roofline.matrix_flops(counts[k]) for k in ("chunk", "window"))
     assert video["flops"] == 3 * chunk + 5 * window  # ceil(7 / 3) chunks
     assert video["gflops_per_frame"] == pytest.approx(video["flops"] / 7 / 1e9)

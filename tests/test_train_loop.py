@@ -182,6 +182,16 @@ def test_two_processes_agree_and_a_job_preempted_on_one_host_resumes_exactly(tmp
     results = json.loads((evaluation / "results.json").read_text())
     assert len(val_ids) == 2 and {entry["video_id"] for entry in results} == val_ids
     assert f"eval at step {steps}: AP " in outputs[0]
+    # That evaluation ran on 2 processes x 4 devices; the same checkpoint evaluated on one
+    # device gives the same results (bit-identical masks, scores to 1e-6).
+    single = tmp_path / "one_device"
+    _run([sys.executable, "main.py", "evaluate", "--config", "configs/toy.py", "--workdir",
+          str(reference_dir), "--output", str(single), f"--config.data.root={toy_root}",
+          *TOY_OVERRIDES], devices=1)
+    alone = json.loads((single / "results.json").read_text())
+    assert [(e["video_id"], e["category_id"], e["segmentations"]) for e in alone] == [
+        (e["video_id"], e["category_id"], e["segmentations"]) for e in results]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(alone, results, strict=True)) <= 1e-6
 
     # The preempted job runs the on-device matcher (its programs are cached across the
     # launches; it assigns as scipy does, tested in test_train_step.py).

@@ -1,9 +1,11 @@
-"""Overlay pictures: colours, contours, blending against hand-computed pixels, GIF and PNGs."""
+"""Overlay pictures: colours, contours, blending against hand-computed pixels, GIF, MP4 and
+PNGs."""
 
 import io
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ifc_jax import visualize
@@ -109,3 +111,77 @@ def test_encode_png_round_trip():
     image = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     np.testing.assert_array_equal(
         np.asarray(Image.open(io.BytesIO(visualize.encode_png(image)))), image)
+
+
+def decode_mp4(path):
+    """(frames (N, H, W, 3) uint8, average frame rate, codec name) of an MP4 (PyAV)."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        frames = np.stack([frame.to_ndarray(format="rgb24")
+                           for frame in container.decode(stream)])
+        return frames, float(stream.average_rate), stream.codec_context.name
+
+
+def test_write_overlays_mp4_and_frame_pngs_odd_size(tmp_path):
+    num_frames, height, width = 6, 47, 63  # odd: the MP4 is padded to 48x64
+    frames = np.full((num_frames, height, width, 3), 90, np.uint8)
+    masks = np.zeros((num_frames, height, width), bool)
+    for t in range(num_frames):
+        masks[t, 10:30, 5 + 4 * t: 25 + 4 * t] = True
+    track = visualize.DisplayTrack(0, "disk 0.80", 0.8, (255, 0, 0),
+                                   [encode_rle(m) for m in masks])
+    frames_dir = str(tmp_path / "frames")
+    written = visualize.write_overlays(
+        ((t, frames[t]) for t in range(num_frames)), [track], str(tmp_path), [0, 5], [],
+        num_frames=num_frames, fps=12.5, mp4_name="overlay.mp4", frames_dir=frames_dir)
+    assert written["mp4"] == os.path.join(str(tmp_path), "overlay.mp4")
+    assert written["frame_pngs"] == num_frames and written["frames_dir"] == frames_dir
+    decoded, rate, codec = decode_mp4(written["mp4"])
+    assert decoded.shape == (num_frames, 48, 64, 3) and rate == 12.5
+    assert codec == ("h264" if visualize.mp4_codec() == "libx264" else "mpeg4")
+    for t in range(num_frames):
+        expected = visualize.render_frame(frames[t], t, [track])
+        # Lossy (4:2:0 chroma smears the red edges and the label on so small a frame): close
+        # to the drawn frame.
+        assert np.abs(decoded[t, :height, :width].astype(np.int16) - expected).mean() < 10.0
+        assert decoded[t, 20, 15 + 4 * t, 0] > decoded[t, 20, 15 + 4 * t, 1] + 60  # red mask
+        with Image.open(os.path.join(frames_dir, f"frame_{t:04d}.png")) as png:
+            np.testing.assert_array_equal(np.asarray(png.convert("RGB")), expected)
+    assert sorted(os.listdir(tmp_path)) == ["frames", "overlay.gif", "overlay.mp4"]
+
+
+def test_write_overlays_mp4_needs_every_frame_and_leaves_no_file(tmp_path):
+    frames = np.zeros((4, 16, 16, 3), np.uint8)
+    track = visualize.DisplayTrack(0, "x 0.9", 0.9, (0, 255, 0),
+                                   [empty_rle(16, 16)] * 4)
+    with pytest.raises(ValueError, match="frame 1 missing"):
+        visualize.write_overlays(((t, frames[t]) for t in (0, 2, 3)), [track], str(tmp_path),
+                                 [], [], num_frames=4, fps=10.0, mp4_name="overlay.mp4")
+    assert os.listdir(tmp_path) == []  # the temp MP4 is removed
+
+
+def test_even_size_pads_by_repeating_the_edge():
+    frame = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)
+    padded = visualize.even_size(frame)
+    assert padded.shape == (4, 6, 3)
+    np.testing.assert_array_equal(padded[:3, :5], frame)
+    np.testing.assert_array_equal(padded[3, :5], frame[2])
+    np.testing.assert_array_equal(padded[:3, 5], frame[:, 4])
+    even = np.zeros((4, 6, 3), np.uint8)
+    assert visualize.even_size(even) is even
+
+
+def test_mp4_writer_mpeg4_fallback_at_ntsc_rate(tmp_path, monkeypatch):
+    # Where PyAV's FFmpeg lacks libx264, FFmpeg's own MPEG-4 Part 2 encoder writes the MP4.
+    monkeypatch.setattr(visualize, "mp4_codec", lambda: "mpeg4")
+    path = str(tmp_path / "overlay.mp4")
+    frames = np.random.default_rng(0).integers(0, 256, (3, 21, 33, 3), dtype=np.uint8)
+    with visualize.mp4_writer(path, 30000 / 1001) as write:
+        for frame in frames:
+            write(frame)
+    decoded, rate, codec = decode_mp4(path)
+    assert codec == "mpeg4" and decoded.shape == (3, 22, 34, 3)
+    assert abs(rate - 29.97) < 0.01
+    assert os.listdir(tmp_path) == ["overlay.mp4"]

@@ -11,7 +11,13 @@ Configs are given as a recipe name ("toy"), a file ("configs/toy.py", "my.py:var
 """
 
 from ifc_jax.api.demo import run_demo
-from ifc_jax.api.experiment import evaluate, predict_video, train, train_and_evaluate
+from ifc_jax.api.experiment import (
+    evaluate,
+    predict_video,
+    predict_videos,
+    train,
+    train_and_evaluate,
+)
 from ifc_jax.api.model import Model, Track, load
 from ifc_jax.api.reports import (
     convert_weights,
@@ -22,5 +28,5 @@ from ifc_jax.api.reports import (
 )
 
 __all__ = ["Model", "Track", "convert_weights", "encoder_flops_table", "evaluate", "load",
-           "predict_video", "run_benchmark", "run_demo", "score", "summarize", "train",
-           "train_and_evaluate"]
+           "predict_video", "predict_videos", "run_benchmark", "run_demo", "score", "summarize",
+           "train", "train_and_evaluate"]

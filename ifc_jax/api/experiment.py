@@ -5,16 +5,20 @@ call). Each takes a config (a recipe name, a file, or a ConfigDict) and returns 
     history, evaluation = api.train_and_evaluate("toy", "workdirs/toy")
     summary = api.evaluate(None, "workdirs/toy")         # config recorded in the workdir
     summary = api.predict_video(None, "workdirs/toy", "clip.mp4", "predictions/clip")
+    summary = api.predict_videos(None, "workdirs/toy", ["videos/*.mp4"], "predictions")
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ifc_jax import storage
 from ifc_jax.api.model import (
+    BatchProgress,
     Model,
     device_memory,
     load,
@@ -23,6 +27,7 @@ from ifc_jax.api.model import (
     resolve_config,
 )
 from ifc_jax.config import ensure_config
+from ifc_jax.inference.video import VideoInput
 from ifc_jax.io import UserError, check_write_target
 
 
@@ -131,45 +136,43 @@ def _check_overlay_options(min_score: float, gif_frames: int, keyframes: int,
     check_write_target(output, "--output", folder=True)
 
 
-# What predict writes into --output (visualize.keyframe_name, write_overlays' gif_name): a new
-# run removes these first, so no keyframe of an earlier video stays beside the new results.
-PREDICT_OUTPUT = re.compile(r"results\.json|overlay\.gif|keyframe_\d+\.png")
+# What predict writes into --output (visualize.keyframe_name, write_overlays' gif_name and
+# mp4 name, and FRAMES_DIR/visualize.frame_png_name): a new run removes these first, so no
+# keyframe of an earlier video stays beside the new results.
+PREDICT_OUTPUT = re.compile(r"results\.json|overlay\.gif|overlay\.mp4|keyframe_\d+\.png")
+FRAMES_DIR = "frames"  # --png-frames: OUTPUT/frames/frame_NNNN.png
+FRAME_PNG = re.compile(r"frame_\d+\.png")
 
 
 def _remove_previous_predict_outputs(output: str) -> list[str]:
     """Removes the files an earlier predict wrote into `output` (names PREDICT_OUTPUT
-    matches); other files stay. Returns the names removed."""
+    matches, and FRAME_PNG ones in OUTPUT/frames); other files stay. Returns the names
+    removed (frame PNGs as "frames/NAME")."""
     if not storage.isdir(output):
         return []
     removed = sorted(name for name in storage.listdir(output)
                      if PREDICT_OUTPUT.fullmatch(name)
                      and storage.isfile(storage.join(output, name)))
+    frames_dir = storage.join(output, FRAMES_DIR)
+    if storage.isdir(frames_dir):
+        removed += sorted(f"{FRAMES_DIR}/{name}" for name in storage.listdir(frames_dir)
+                          if FRAME_PNG.fullmatch(name)
+                          and storage.isfile(storage.join(frames_dir, name)))
     for name in removed:
-        storage.remove(storage.join(output, name))
+        storage.remove(storage.join(output, *name.split("/")))
     return removed
 
 
-def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
-                  weights: str | None = None, min_score: float = 0.3, gif_frames: int = 150,
-                  keyframes: int = 4, overlay_max_side: int = 640,
-                  fps: float = 10.0) -> dict[str, Any]:
-    """Tracks of one video file or frame folder: OUTPUT/results.json (every track), an
-    overlay GIF of up to `gif_frames` frames and `keyframes` PNGs (tracks scoring at least
-    `min_score`). `fps` is a frame folder's frame rate. Returns a summary of the run.
-    An earlier predict's files in OUTPUT (results.json, overlay.gif, keyframe_*.png) are
-    replaced as a whole once the new tracks are computed; other files there are kept.
-
-    Bad input (options, the video, the output folder) fails before the model loads.
-    """
+def _predict_into(model: Model, opened: VideoInput, output: str,
+                  progress: BatchProgress | None, *, min_score: float,
+                  gif_frames: int, keyframes: int, overlay_max_side: int, mp4: bool,
+                  png_frames: bool) -> dict[str, Any]:
+    """Predicts one opened video with `model` and writes its outputs into `output` (see
+    `predict_video`); returns the video's summary."""
     from ifc_jax import visualize
     from ifc_jax.evaluation.results import write_results_json
-    from ifc_jax.inference.video import open_video
 
-    _check_overlay_options(min_score, gif_frames, keyframes, overlay_max_side, fps, output)
-    config = resolve_config(config, workdir)
-    opened = open_video(video, folder_fps=fps)
-    model = Model(config, weights or workdir)  # a missing workdir fails before any build
-    run = model.predict_video_input(opened)
+    run = model.predict_video_input(opened, progress)
     storage.makedirs(output)
     _remove_previous_predict_outputs(output)
     results_path = storage.join(output, "results.json")
@@ -181,13 +184,23 @@ def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
                                       model.class_names, min_score)
     gif_indices, key_indices = visualize.overlay_frame_indices(
         opened.num_frames, gif_frames, keyframes)
+    frames_dir = storage.join(output, FRAMES_DIR) if png_frames else None
+    if frames_dir is not None:
+        storage.makedirs(frames_dir)
+    # The MP4 and frame PNGs draw every frame: decode them all (the second read of the
+    # video); otherwise only the GIF's and keyframes' frames are converted.
+    frames = (enumerate(opened.frames()) if mp4 or png_frames
+              else opened.frames_at(gif_indices + key_indices))
     written = visualize.write_overlays(
-        opened.frames_at(gif_indices + key_indices), tracks, output, gif_indices,
-        key_indices, num_frames=opened.num_frames, fps=opened.fps, max_side=overlay_max_side)
+        frames, tracks, output, gif_indices, key_indices, num_frames=opened.num_frames,
+        fps=opened.fps, max_side=overlay_max_side,
+        mp4_name="overlay.mp4" if mp4 else None, frames_dir=frames_dir)
     return {
-        "input": video,
+        "input": opened.path,
+        "output": output,
         "frames": opened.num_frames,
         "video_size": [opened.height, opened.width],
+        "rotation": opened.rotation,
         "model_input_size": list(run.model_input_size),
         "video_fps": opened.fps,
         "windows": prediction.num_windows,
@@ -197,7 +210,10 @@ def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
         "results": len(run.results),
         "results_file": results_path,
         "overlay_gif": written["gif"],
+        "overlay_mp4": written["mp4"],
         "keyframes": written["keyframes"],
+        "frames_dir": written["frames_dir"],
+        "frame_pngs": written["frame_pngs"],
         "class_names_from": model.class_names_source,
         "seconds": run.seconds,
         "frames_per_second": opened.num_frames / max(run.seconds, 1e-9),
@@ -209,3 +225,88 @@ def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
         "peak_host_rss_mib": peak_host_rss_mib(),
         "device_memory": device_memory(),
     }
+
+
+def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
+                  weights: str | None = None, min_score: float = 0.3, gif_frames: int = 150,
+                  keyframes: int = 4, overlay_max_side: int = 640, fps: float = 10.0,
+                  mp4: bool = True, png_frames: bool = False) -> dict[str, Any]:
+    """Tracks of one video file or frame folder: OUTPUT/results.json (every track), an
+    overlay GIF of up to `gif_frames` frames, an overlay MP4 of every frame at the video's
+    frame rate (`mp4`), `keyframes` PNGs and, with `png_frames`, one PNG per frame in
+    OUTPUT/frames (the pictures draw tracks scoring at least `min_score`). `fps` is a frame
+    folder's frame rate. A video file's rotation metadata is honoured: frames, masks and
+    sizes are upright. Returns a summary of the run.
+    An earlier predict's files in OUTPUT (results.json, overlay.gif, overlay.mp4,
+    keyframe_*.png, frames/frame_*.png) are replaced as a whole once the new tracks are
+    computed; other files there are kept.
+
+    Bad input (options, the video, the output folder) fails before the model loads.
+    """
+    from ifc_jax.inference.video import open_video
+
+    _check_overlay_options(min_score, gif_frames, keyframes, overlay_max_side, fps, output)
+    config = resolve_config(config, workdir)
+    opened = open_video(video, folder_fps=fps)
+    model = Model(config, weights or workdir)  # a missing workdir fails before any build
+    summary = _predict_into(model, opened, output, None, min_score=min_score,
+                            gif_frames=gif_frames, keyframes=keyframes,
+                            overlay_max_side=overlay_max_side, mp4=mp4, png_frames=png_frames)
+    return {**summary, "input": video}
+
+
+def output_names(videos: Sequence[str]) -> list[str]:
+    """One output folder name per video: a file's stem ("clip" for clip.mp4) or a folder's
+    name, made unique with "_2", "_3", ... when inputs share one (a/clip.mp4, b/clip.mp4)."""
+    names: list[str] = []
+    used: set[str] = set()
+    for video in videos:
+        base = os.path.basename(os.path.normpath(video))
+        stem = (base if os.path.isdir(video) else os.path.splitext(base)[0]) or "video"
+        name, number = stem, 2
+        while name in used:
+            name, number = f"{stem}_{number}", number + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def predict_videos(config: Any | None, workdir: str, inputs: Sequence[str], output: str, *,
+                   weights: str | None = None, min_score: float = 0.3, gif_frames: int = 150,
+                   keyframes: int = 4, overlay_max_side: int = 640, fps: float = 10.0,
+                   mp4: bool = True, png_frames: bool = False) -> dict[str, Any]:
+    """Tracks of every video the `inputs` name (video files, frame folders, folders of
+    videos, glob patterns: `ifc_jax.inference.video.find_videos`), each written as
+    `predict_video` writes one into OUTPUT/NAME (`output_names`: the file's stem or the
+    folder's name, made unique).
+
+    All inputs and output folders are checked before the model loads; the model loads and
+    its programs compile once for all the videos (once per model input size: videos of one
+    size share them). Progress (video i/n, frames of the batch, frames/s, ETA) is logged.
+    Returns {"videos": [each video's summary, in order], "output", "frames" (all videos),
+    "seconds", "frames_per_second", "model_input_sizes"}.
+    """
+    from ifc_jax.inference.video import find_videos, open_video
+
+    _check_overlay_options(min_score, gif_frames, keyframes, overlay_max_side, fps, output)
+    config = resolve_config(config, workdir)
+    videos = find_videos(inputs).paths
+    opened = [open_video(video, folder_fps=fps) for video in videos]
+    folders = [storage.join(output, name) for name in output_names(videos)]
+    for folder in folders:
+        check_write_target(folder, "--output", folder=True)
+    model = Model(config, weights or workdir)  # loaded (and compiled) once for all
+    progress = BatchProgress([video.num_frames for video in opened])
+    begin = time.perf_counter()
+    summaries = []
+    for video, folder in zip(opened, folders, strict=True):
+        summaries.append(_predict_into(
+            model, video, folder, progress, min_score=min_score, gif_frames=gif_frames,
+            keyframes=keyframes, overlay_max_side=overlay_max_side, mp4=mp4,
+            png_frames=png_frames))
+        progress.video_done()
+    seconds = time.perf_counter() - begin
+    frames = sum(video.num_frames for video in opened)
+    return {"videos": summaries, "output": output, "frames": frames, "seconds": seconds,
+            "frames_per_second": frames / max(seconds, 1e-9),
+            "model_input_sizes": sorted({tuple(s["model_input_size"]) for s in summaries})}

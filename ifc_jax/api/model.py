@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,20 +93,70 @@ def device_memory() -> dict[str, int] | None:
             if key in stats}
 
 
+def format_duration(seconds: float) -> str:
+    """seconds as H:MM:SS (M:SS under an hour)."""
+    minutes, secs = divmod(int(round(max(seconds, 0.0))), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class BatchProgress:
+    """Progress over the frames of one or several videos predicted in a row.
+
+    Logs (logger ifc_jax.predict, about every PROGRESS_SECONDS and when a video of several
+    is done) the video (i/n), the frames done of all the videos' total, frames/s and the ETA
+    of the whole batch. frames/s is the batch's throughput: frames done over the time since
+    the first frame was asked for, so compiling, reading and drawing overlays count too, and
+    the ETA includes them in proportion.
+    """
+
+    def __init__(self, frame_counts: Sequence[int]):
+        self.frame_counts = list(frame_counts)
+        self.total = sum(self.frame_counts)
+        self.done = 0
+        self.video = 0  # 1-based number of the video being predicted; 0 before the first
+        self.begin: float | None = None
+        self.last = 0.0
+
+    def frames(self, frames: Iterable[Any]) -> Iterator[Any]:
+        """Passes the next video's `frames` through, counting and logging them."""
+        self.video += 1
+        if self.begin is None:
+            self.begin = self.last = time.perf_counter()
+        for frame in frames:
+            yield frame
+            self.done += 1
+            now = time.perf_counter()
+            if now - self.last >= PROGRESS_SECONDS and self.done < self.total:
+                self._log(now)
+                self.last = now
+
+    def video_done(self) -> None:
+        """Logs the batch's progress after a video of several (its overlays written too)."""
+        if len(self.frame_counts) > 1 and self.video < len(self.frame_counts):
+            now = time.perf_counter()
+            self._log(now)
+            self.last = now
+
+    def _log(self, now: float) -> None:
+        elapsed = max(now - (self.begin or now), 1e-9)
+        rate = self.done / elapsed
+        eta = format_duration((self.total - self.done) / rate) if rate > 0 else "?"
+        device = device_memory()
+        log.info("predict: %s%d/%d frames (%.0f%%), %.1f frames/s, ETA %s, peak host RSS "
+                 "%.0f MiB%s",
+                 f"video {self.video}/{len(self.frame_counts)}, "
+                 if len(self.frame_counts) > 1 else "",
+                 self.done, self.total, 100.0 * self.done / max(self.total, 1), rate, eta,
+                 peak_host_rss_mib(),
+                 f", device peak {device['peak_bytes_in_use'] / 2**20:.0f} MiB"
+                 if device and "peak_bytes_in_use" in device else "")
+
+
 def with_progress(frames: Iterable[Any], num_frames: int) -> Iterator[Any]:
-    """Passes `frames` through, logging frames read, frames/s and peak memory about every 10 s."""
-    begin = last = time.perf_counter()
-    for count, frame in enumerate(frames, start=1):
-        yield frame
-        now = time.perf_counter()
-        if now - last >= PROGRESS_SECONDS and count < num_frames:
-            device = device_memory()
-            log.info("predict: %d/%d frames (%.0f%%), %.1f frames/s, peak host RSS %.0f MiB%s",
-                     count, num_frames, 100.0 * count / num_frames, count / (now - begin),
-                     peak_host_rss_mib(),
-                     f", device peak {device['peak_bytes_in_use'] / 2**20:.0f} MiB"
-                     if device and "peak_bytes_in_use" in device else "")
-            last = now
+    """Passes `frames` through, logging frames read, frames/s, ETA and peak memory about
+    every 10 s (`BatchProgress` of one video)."""
+    return BatchProgress([num_frames]).frames(frames)
 
 
 class Model:
@@ -122,17 +172,21 @@ class Model:
         self.predictor = VideoPredictor.from_config(self.network, self.variables,
                                                     self.config.inference)
 
-    def predict_video_input(self, video: VideoInput) -> VideoTracks:
-        """Tracks of an opened video (frames resized as evaluation resizes them)."""
+    def predict_video_input(self, video: VideoInput,
+                            progress: BatchProgress | None = None) -> VideoTracks:
+        """Tracks of an opened video (frames resized as evaluation resizes them). `progress`
+        counts and logs the frames (one of several videos); by default the video's own."""
         data = self.config.data
         height, width = inference_size(video.height, video.width, data.test_short_side,
                                        data.test_max_size)
-        log.info("predict: %s, %d frames %dx%d (WxH) at %.2f fps, model input %dx%d",
-                 video.path, video.num_frames, video.width, video.height, video.fps, width,
-                 height)
+        log.info("predict: %s, %d frames %dx%d (WxH)%s at %.2f fps, model input %dx%d",
+                 video.path, video.num_frames, video.width, video.height,
+                 f" upright (turned {video.rotation} degrees)" if video.rotation else "",
+                 video.fps, width, height)
+        progress = progress or BatchProgress([video.num_frames])
         begin = time.perf_counter()
         prediction = self.predictor.predict(
-            with_progress(video.resized_frames(height, width), video.num_frames),
+            progress.frames(video.resized_frames(height, width)),
             video.num_frames, (height, width), (video.height, video.width))
         results = video_results(VIDEO_ID, prediction.class_probs, prediction.segmentations,
                                 self.category_ids, **self.result_options)

@@ -185,7 +185,8 @@ def convert_weights(source: str, output: str, config: Any, *, overwrite: bool = 
 # --what -> the recipe it measures when no config is given: the paper's sizes for the data
 # pipeline and the encoders, the tiny model for inference and training on a CPU.
 BENCHMARK_RECIPES = {"data": "ifc_r50_ytvis19", "encoder": "ifc_r50_ytvis19",
-                     "inference": "tiny", "train": "tiny"}
+                     "inference": "tiny", "train": "tiny",
+                     "postprocess": "ifc_r50_ytvis19"}  # (its classes only)
 BENCHMARKS = tuple(BENCHMARK_RECIPES)
 
 
@@ -194,8 +195,9 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
                   height: int | None = None, width: int | None = None, frames: int = 36,
                   clip_lengths: Sequence[int] = (1, 5, 10, 20, 36),
                   variants: Sequence[str] | None = None, plot: str | None = None,
-                  repeats: int = 1, kept_queries: int = 0,
-                  dtypes: Sequence[str] = (), peak_size: int = 0) -> dict[str, Any]:
+                  repeats: int | None = None, kept_queries: int = 0,
+                  dtypes: Sequence[str] = (), peak_size: int = 0,
+                  threads: Sequence[int] = (1, 2), tracks: int = 10) -> dict[str, Any]:
     """One speed measurement (`benchmark --what`); returns its figures.
 
     data: clips/s of the train pipeline (`batches` timed after `warmup`, `batch_size`, on the
@@ -204,7 +206,8 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
       `plot`; inference: frames/s of a synthetic `frames`-frame video at `height` x `width`
       (default 128x224) per compute dtype in `dtypes`; train: clips/s of the jitted step
       (`batches` timed after `warmup`) and the bytes of its input batch. `peak_size`: the
-      matmul that measures the peak.
+      matmul that measures the peak. postprocess: host ms per output frame of `tracks` tracks
+      at `height` x `width` (default 720x1280) per count in `threads`.
     `config` None: BENCHMARK_RECIPES[what].
     """
     from ifc_jax.models.attention import attention_implementation
@@ -217,6 +220,7 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
         raise UserError(f"--batch-size: must be >= 1 (leave it out for "
                         f"config.train.batch_size), got {batch_size}")
     config = ensure_config(BENCHMARK_RECIPES[what] if config is None else config)
+    repeats = repeats if repeats is not None else 3 if what in ("inference", "postprocess") else 1
     with attention_implementation(config.model.attention):
         if what == "data":
             from ifc_jax.benchmarks.data import benchmark_train_pipeline
@@ -227,6 +231,13 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
         if what == "encoder":
             return _encoder_benchmark(config, height, width, clip_lengths, variants, repeats,
                                       plot)
+        if what == "postprocess":
+            from ifc_jax.benchmarks.postprocess import benchmark_postprocess
+
+            return benchmark_postprocess(height=height or 720, width=width or 1280,
+                                         tracks=tracks, num_frames=frames,
+                                         threads=tuple(threads), repeats=repeats,
+                                         num_classes=int(config.model.num_classes))
         if what == "inference":
             from ifc_jax.benchmarks.inference import benchmark_inference
 

@@ -116,30 +116,34 @@ def _abstract(tree: Any) -> Any:
 def predictor_counts(predictor: Any, height: int, width: int) -> dict[str, Counter]:
     """MAC counts of one call of each of the predictor's two jitted device programs.
 
-    Returns {"chunk": frame features of `window_frames` frames (one chunk),
+    Returns {"chunk": frame features of `chunk_frames` frames (one chunk),
              "window": one window's clip forward (encoder, decoder, heads)}.
     """
-    chunk = predictor.window_frames
     variables = _abstract(predictor.variables)
-    frames = jax.ShapeDtypeStruct((chunk, height, width, 3), jnp.uint8)
-    padding = jax.ShapeDtypeStruct((chunk, height, width), jnp.bool_)
-    features = jax.eval_shape(predictor.encode_frames, variables, frames, padding)
-    frame_valid = jax.ShapeDtypeStruct((chunk,), jnp.bool_)
+
+    def frame_inputs(count: int) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+        return (jax.ShapeDtypeStruct((count, height, width, 3), jnp.uint8),
+                jax.ShapeDtypeStruct((count, height, width), jnp.bool_))
+
+    window = predictor.window_frames
+    features = jax.eval_shape(predictor.encode_frames, variables, *frame_inputs(window))
+    frame_valid = jax.ShapeDtypeStruct((window,), jnp.bool_)
+    chunk_inputs = frame_inputs(predictor.chunk_frames)
     return {
-        "chunk": count_jaxpr(trace(predictor.encode_frames, variables, frames, padding).jaxpr),
+        "chunk": count_jaxpr(trace(predictor.encode_frames, variables, *chunk_inputs).jaxpr),
         "window": count_jaxpr(trace(predictor.run_window, variables, features,
                                     frame_valid).jaxpr),
     }
 
 
-def video_flops(counts: dict[str, Counter], num_frames: int, window_frames: int,
+def video_flops(counts: dict[str, Counter], num_frames: int, chunk_frames: int,
                 num_windows: int) -> dict[str, float]:
-    """FLOPs of predicting a `num_frames` video: ceil(frames / T) chunks and the windows.
+    """FLOPs of predicting a `num_frames` video: ceil(frames / C) chunks and the windows.
 
     Returns hardware FLOPs ("flops", 2 per MAC, matrix work) and the paper's multiply-adds
     ("macs", norms included), in total and per frame.
     """
-    chunks = -(-num_frames // window_frames)
+    chunks = -(-num_frames // chunk_frames)
     macs = chunks * sum(counts["chunk"].values()) + num_windows * sum(counts["window"].values())
     flops = chunks * matrix_flops(counts["chunk"]) + num_windows * matrix_flops(counts["window"])
     return {"flops": float(flops), "flops_per_frame": flops / num_frames,

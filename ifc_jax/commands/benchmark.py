@@ -9,6 +9,10 @@
                     encoder/decoder, tracking and RLE and the roofline (FLOPs per frame,
                     fraction of the measured matmul peak); random weights, a synthetic
                     --frames x --height x --width video, per --dtypes.
+  --what postprocess  host ms per output frame of tracking, masks at the output size and RLE
+                    on synthetic model outputs (--tracks objects, --height x --width output,
+                    default 720x1280, 10 tracks) per --threads count, beside the full-size
+                    mask path it replaces.
   --what train      clips/s of the jitted train step at the config's training shapes
                     (train.batch_size clips of data.num_frames frames, pad_height x pad_width),
                     with its roofline and the input bytes it ships to the devices per step;
@@ -21,6 +25,7 @@ Examples:
   ifc-jax benchmark --what inference --json                  # tiny model, CPU
   ifc-jax benchmark --what encoder --repeats 5 --plot encoder.png  # 360x640, T=1..36
   ifc-jax benchmark --what train --json --batches 2 --warmup 1  # tiny model, CPU
+  ifc-jax benchmark --what postprocess --threads 1 2 --json   # 720x1280, 10 tracks
   ifc-jax benchmark --what inference --config configs/ifc_r50_ytvis19.py \\
       --height 360 --width 640 --frames 180 --kept-queries 10 --dtypes bfloat16 float32 --json
   ifc-jax benchmark --what train --config configs/ifc_r50_ytvis19.py \\
@@ -44,6 +49,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                 "the four encoder communication schemes, ms per clip against T"),
     "train": ("ifc_jax.benchmarks.train",
               "the jitted train step at the recipe's shapes, clips/s and input bytes per step"),
+    "postprocess": ("ifc_jax.benchmarks.postprocess",
+                    "host tracking + masks + RLE on synthetic model outputs, ms per frame"),
 }
 
 
@@ -78,9 +85,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="encoder: communication variants (default: all four)")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="encoder: also plot time and GFLOPs against T")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="inference: timed predictions of the video per setting, after "
-                             "one untimed warm-up (default 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="encoder: timed runs per clip length (default 1); inference: "
+                             "videos in the timed stream per setting, after one untimed "
+                             "warm-up (default 3: a video's last masks encode while the next "
+                             "one runs, as in evaluate)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="postprocess: host thread counts to time (default 1 2)")
+    parser.add_argument("--tracks", type=int, default=10,
+                        help="postprocess: objects tracked through the video (default 10)")
     parser.add_argument("--kept-queries", type=int, default=0,
                         help="inference: calibrate the random class head to keep about this "
                              "many queries per window, as a trained model does (default 0: "
@@ -109,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         toy_root=args.toy_root, height=args.height, width=args.width, frames=args.frames,
         clip_lengths=args.clip_lengths, variants=args.variants, plot=args.plot,
         repeats=args.repeats, kept_queries=args.kept_queries, dtypes=args.dtypes or (),
-        peak_size=args.peak_size)
+        peak_size=args.peak_size, threads=tuple(args.threads), tracks=args.tracks)
     result["config"] = config_name
     if args.json:
         print_json(result)

@@ -7,8 +7,9 @@ videos are decoded with `ifc_jax.data.sources.iterate_eval_videos`.
 
 The work is two steps, usable apart (evaluation during training calls them with a predictor
 it keeps between evaluations):
-  * `predict_share`: the results of one process's share of the videos (every P-th,
-    `sources.shard_videos`), grouped by video;
+  * `predict_share`: the results of one process's share of the videos, grouped by video;
+    each of its devices predicts a stream of whole videos (every (P D)-th,
+    `sources.shard_videos`), so results do not depend on the number of devices;
   * `write_merged`: process 0 gathers the shares, merges them in dataset order (so the
     files equal a one-process run's), writes and scores. The other processes hand their
     share over as a hidden part file in OUTPUT_DIR: a multi-host run already needs storage
@@ -17,10 +18,12 @@ it keeps between evaluations):
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,13 +33,11 @@ from ifc_jax.data import sources
 from ifc_jax.data.ytvis import YtvisDataset
 from ifc_jax.evaluation.results import result_options, video_results, write_results_json
 from ifc_jax.evaluation.ytvis_metric import evaluate_results
-from ifc_jax.inference.predictor import VideoPredictor
+from ifc_jax.inference.predictor import STAGES, PendingPrediction, VideoPredictor
 from ifc_jax.io import UserError, atomic_write_bytes, atomic_writer, read_json
 from ifc_jax.models.ifc import IFC
 
 log = logging.getLogger("ifc_jax.evaluate")
-
-STAGES = ("frame_features", "windows", "tracking", "masks_rle")
 
 
 @dataclasses.dataclass
@@ -85,34 +86,92 @@ def load_eval_split(config: Any, split: str = "val", *, process_index: int = 0,
 
 
 def predict_share(config: Any, predictor: VideoPredictor, dataset: YtvisDataset, *,
-                  process_index: int = 0, process_count: int = 1) -> EvalShare:
+                  process_index: int = 0, process_count: int = 1,
+                  devices: Sequence[Any] | None = None) -> EvalShare:
     """Runs `predictor` on this process's share of `dataset`'s videos (all of them with one
-    process), resized as `config.data` says, results as `config.inference` says."""
+    process), resized as `config.data` says, results as `config.inference` says.
+
+    Every device of every process runs its own stream of whole videos: with D devices per
+    process, device d of process p takes every (P D)-th video from position p D + d, on a
+    thread of its own (the device programs run concurrently; the host work interleaves). A
+    video is computed by one device with the same programs whatever the device count, so
+    the results do not depend on it. `devices`: this process's devices (default: all local
+    ones).
+    """
+    import jax
+
+    devices = list(devices or jax.local_devices())
+    streams = process_count * len(devices)
     options = result_options(config.inference)
     category_ids = dataset.categories.dataset_ids
-    positions = sources.shard_videos(len(dataset.videos), process_index, process_count)
-    share = EvalShare(positions, [], 0, 0.0, dict.fromkeys(STAGES, 0.0))
-    where = f" (share {process_index + 1} of {process_count})" if process_count > 1 else ""
+    total = sum(len(sources.shard_videos(len(dataset.videos), process_index * len(devices) + d,
+                                         streams)) for d in range(len(devices)))
+    progress = _Progress(total, process_index, process_count, len(devices))
     begin = time.perf_counter()
-    videos = sources.iterate_eval_videos(dataset, int(config.data.test_short_side),
-                                         int(config.data.test_max_size),
-                                         process_index=process_index,
-                                         process_count=process_count)
-    for index, video in enumerate(videos, start=1):
-        prediction = predictor.predict(video["frames"], video["length"],
-                                       (video["height"], video["width"]),
-                                       (video["orig_height"], video["orig_width"]))
-        share.results.append(video_results(video["video_id"], prediction.class_probs,
-                                           prediction.segmentations, category_ids, **options))
-        for name, value in prediction.seconds.items():
-            share.seconds_by_stage[name] += value
-        share.frames += video["length"]
-        if index % 10 == 0 or index == len(positions):
-            elapsed = time.perf_counter() - begin
-            log.info("evaluated %d/%d videos, %d frames, %.1f frames/s%s", index,
-                     len(positions), share.frames, share.frames / max(elapsed, 1e-9), where)
+
+    def run_stream(index: int) -> EvalShare:
+        stream = process_index * len(devices) + index
+        on_device = predictor.on_device(devices[index])
+        share = EvalShare(sources.shard_videos(len(dataset.videos), stream, streams), [], 0,
+                          0.0, dict.fromkeys(STAGES, 0.0))
+        videos = sources.iterate_eval_videos(dataset, int(config.data.test_short_side),
+                                             int(config.data.test_max_size),
+                                             process_index=stream, process_count=streams)
+        pending: tuple[dict[str, Any], PendingPrediction] | None = None
+
+        def collect(video: dict[str, Any], handle: PendingPrediction) -> None:
+            prediction = handle.result()
+            share.results.append(video_results(video["video_id"], prediction.class_probs,
+                                               prediction.segmentations, category_ids,
+                                               **options))
+            for name, value in prediction.seconds.items():
+                share.seconds_by_stage[name] += value
+            share.frames += video["length"]
+            progress.video_done(video["length"])
+
+        for video in videos:
+            # A video's last masks encode on the host threads while the next one runs.
+            handle = on_device.submit(video["frames"], video["length"],
+                                      (video["height"], video["width"]),
+                                      (video["orig_height"], video["orig_width"]))
+            if pending is not None:
+                collect(*pending)
+            pending = ({key: video[key] for key in ("video_id", "length")}, handle)
+        if pending is not None:
+            collect(*pending)
+        return share
+
+    if len(devices) == 1:
+        shares = [run_stream(0)]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(len(devices),
+                                                   thread_name_prefix="ifc-eval") as pool:
+            shares = list(pool.map(run_stream, range(len(devices))))
+    share = merge_shares(shares)
     share.seconds = time.perf_counter() - begin
     return share
+
+
+class _Progress:
+    """Logs evaluated videos and frames/s of one process (every 10 videos and the last)."""
+
+    def __init__(self, total: int, process_index: int, process_count: int, devices: int):
+        self.total, self.videos, self.frames = total, 0, 0
+        self.where = (f" (share {process_index + 1} of {process_count})"
+                      if process_count > 1 else "")
+        self.where += f" on {devices} devices" if devices > 1 else ""
+        self.begin = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def video_done(self, frames: int) -> None:
+        with self.lock:
+            self.videos += 1
+            self.frames += frames
+            if self.videos % 10 == 0 or self.videos == self.total:
+                elapsed = time.perf_counter() - self.begin
+                log.info("evaluated %d/%d videos, %d frames, %.1f frames/s%s", self.videos,
+                         self.total, self.frames, self.frames / max(elapsed, 1e-9),
+                         self.where)
 
 
 def merge_shares(shares: Sequence[EvalShare]) -> EvalShare:

@@ -13,8 +13,9 @@ positive (the original writes it; `inference.drop_empty_tracks` chooses). `min_p
 (`inference.min_track_pixels`) extends this to tracks whose masks cover fewer pixels than that
 in the whole video: specks far below the smallest object, from queries the model has not learnt
 to switch off. Per-frame masks are
-RLE-encoded as soon as they are final (`inference.tracking.TrackMasks`), so a long video never
-holds dense mask stacks.
+RLE-encoded as soon as they are final, so a long video never holds dense mask stacks. Each
+video keeps at most `inference.max_results_per_category` entries per category (the best by
+score; 100, the most the evaluator scores, so the metric is unchanged).
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ def result_options(inference: Any) -> dict[str, Any]:
     return {"class_threshold": inference.class_threshold,
             "multi_class": inference.multi_class,
             "drop_empty": inference.drop_empty_tracks,
-            "min_pixels": inference.min_track_pixels}
+            "min_pixels": inference.min_track_pixels,
+            "max_per_category": inference.max_results_per_category}
 
 
 def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
                   track_segmentations: Sequence[list[dict]], category_ids: Sequence[int], *,
                   class_threshold: float, multi_class: bool, drop_empty: bool,
-                  min_pixels: int) -> list[dict]:
+                  min_pixels: int, max_per_category: int = 0) -> list[dict]:
     """Result entries of one video (docs/inference.md#outputs).
 
     track_class_probs: per track, its (K+1,) mean class probabilities (index K = no object).
@@ -50,6 +52,10 @@ def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
     track order then class order; otherwise one entry per track with its arg-max real class.
     drop_empty: leave out tracks whose masks are empty in every frame.
     min_pixels: leave out tracks whose masks cover fewer pixels than this, all frames together.
+    max_per_category: > 0 keeps only the best this many entries of each category (by score;
+    among equal scores the earlier entry), in their order: the official metric scores at
+    most 100 detections per video and category and drops the rest before matching, so with
+    100 the metric cannot change while the file stays bounded (0: keep all).
     """
     min_pixels = max(min_pixels, 1 if drop_empty else 0)
     if len(track_class_probs) != len(track_segmentations):
@@ -67,7 +73,19 @@ def video_results(video_id: int, track_class_probs: Sequence[np.ndarray],
             entries.append({"video_id": int(video_id), "score": float(real[k]),
                             "category_id": int(category_ids[k]),
                             "segmentations": segmentations})
-    return entries
+    return best_per_category(entries, max_per_category) if max_per_category else entries
+
+
+def best_per_category(entries: list[dict], limit: int) -> list[dict]:
+    """The entries of one video that are among the `limit` best of their category: highest
+    score first, ties to the earlier entry (the evaluator's stable sort); order kept."""
+    by_category: dict[int, list[int]] = {}
+    for index, entry in enumerate(entries):
+        by_category.setdefault(entry["category_id"], []).append(index)
+    kept = set()
+    for indices in by_category.values():
+        kept.update(sorted(indices, key=lambda i: -entries[i]["score"])[:limit])
+    return [entry for index, entry in enumerate(entries) if index in kept]
 
 
 def write_results_json(path: str, results: list[dict]) -> None:

@@ -4,17 +4,23 @@ The algorithm: docs/inference.md.
 
 `VideoPredictor` streams a video through the model:
 * frames arrive as an iterable (a decoded array or a streaming reader) and are encoded in
-  chunks of `window_frames` by the jitted per-frame half of the model (backbone, input
-  projection, position encoding); each frame is encoded exactly once;
+  chunks of C frames (`chunk_frames`: T, or several window strides for near-online) by the
+  jitted per-frame half of the model (backbone, input projection, position encoding); each
+  frame is encoded exactly once;
 * windows [start, start + T) slide by `window_stride` (the last one right-aligned,
-  docs/inference.md#windows); each runs the jitted per-window half (encoder, decoder, heads)
-  on features gathered from a small on-device buffer; a window shorter than T (a video
-  shorter than T) is padded in time with blank frames that `frame_valid` masks out exactly,
-  so one compilation serves a video;
-* kept instances go to `ClipTracker`, whose finished frames are upsampled to the original size
-  and RLE-encoded at once (`TrackMasks`).
-Device memory holds the features of at most two chunks plus one window, and host memory the
-tracker's bounded state and the per-frame RLEs: neither grows with the video beyond that.
+  docs/inference.md#windows). The windows starting in one chunk run together, up to
+  `windows_per_call` per call of the jitted per-window half (encoder, decoder, heads), which
+  cuts them out of that chunk and the next on the device. A window shorter than T (a video
+  shorter than T) is padded in time with blank frames that `frame_valid` masks out exactly;
+* the same call keeps the object queries on the device (arg-max class is not "no object",
+  query order kept) and crops the stride-8 logits to the frame, so only the kept instances
+  of each window travel to the host, while the device already works on the next calls: no
+  call waits for the host;
+* kept instances go to `ClipTracker`; each frame it finishes is turned into RLEs at the
+  original size straight from its stride-8 mean logits (`RleUpsampler`, no full-size mask),
+  on a thread pool that overlaps with the device and the tracker.
+Device memory holds a few chunks of features and calls in flight, host memory the tracker's
+bounded state and the per-frame RLEs: neither grows with the video beyond that.
 
 Offline inference is the same with `window_frames` >= the video length (e.g. T=36 on
 YouTube-VIS 2019 val: one window per video).
@@ -22,7 +28,11 @@ YouTube-VIS 2019 val: one window per video).
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,13 +41,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifc_jax.inference.tracking import (
-    ClipTracker,
-    StrideEightUpsampler,
-    TrackMasks,
-    keep_object_queries,
-)
+from ifc_jax.data.masks import empty_rle
+from ifc_jax.inference.rle_upsample import RleUpsampler
+from ifc_jax.inference.tracking import ClipTracker, stride8_valid_size
 from ifc_jax.models.ifc import IFC
+
+# Host-side seconds of a prediction, by stage: pulling frames from the input (decoding,
+# resizing), dispatching device calls, waiting for device results, tracking, the RLE
+# encoding (summed over the pool's threads, so it can exceed the wall time) and the wait for
+# the last of it in `PendingPrediction.result()`.
+STAGES = ("input", "dispatch", "device_wait", "tracking", "masks_rle", "rle_wait")
+# Kept queries copied to the host per window; a window keeping more (rare for a trained
+# model: a handful of objects) fetches all its queries' outputs instead.
+KEPT_SLOTS = 32
+# Window calls dispatched ahead of the one whose outputs the host is working on.
+CALLS_IN_FLIGHT = 2
 
 
 def window_bounds(num_frames: int, window_frames: int, window_stride: int
@@ -79,6 +97,42 @@ def pad_chunk(frames: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     return pixels, padding
 
 
+@dataclass(frozen=True)
+class WindowCall:
+    """One call of `run_windows`: the windows starting in chunk `chunk` (a video frame index
+    start // chunk_frames), run as a batch of `batch` >= len(starts) windows."""
+
+    chunk: int
+    starts: tuple[int, ...]
+    batch: int
+
+
+def call_sizes(windows_per_call: int) -> tuple[int, ...]:
+    """Batch sizes `run_windows` is compiled for: windows_per_call and the powers of two
+    below it (a chunk's last few windows run in the smallest size that holds them)."""
+    sizes = {windows_per_call}
+    size = 1
+    while size < windows_per_call:
+        sizes.add(size)
+        size *= 2
+    return tuple(sorted(sizes))
+
+
+def plan_calls(num_frames: int, window_frames: int, window_stride: int, chunk_frames: int,
+               windows_per_call: int) -> list[WindowCall]:
+    """The window calls of a video, in order of window start (see the module docstring)."""
+    by_chunk: dict[int, list[int]] = {}
+    for start, _ in window_bounds(num_frames, window_frames, window_stride):
+        by_chunk.setdefault(start // chunk_frames, []).append(start)
+    sizes = call_sizes(windows_per_call)
+    calls = []
+    for chunk, starts in by_chunk.items():
+        for first in range(0, len(starts), windows_per_call):
+            group = tuple(starts[first:first + windows_per_call])
+            calls.append(WindowCall(chunk, group, min(s for s in sizes if s >= len(group))))
+    return calls
+
+
 @dataclass
 class VideoPrediction:
     """Tracks of one video: (K+1,) mean class probabilities and per-frame RLEs, in order."""
@@ -89,27 +143,150 @@ class VideoPrediction:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+class _FrameMasks:
+    """The RLEs of a video's final (track, frame) pairs, encoded on a thread pool.
+
+    `add` queues a batch of mean stride-8 logits; `segmentations` waits for every batch and
+    returns a track's per-frame RLE list (the empty RLE where the track has no mask).
+    """
+
+    def __init__(self, upsampler: RleUpsampler, num_frames: int,
+                 pool: concurrent.futures.Executor | None, threads: int,
+                 seconds: dict[str, float]):
+        self._upsampler, self._num_frames, self._pool = upsampler, num_frames, pool
+        self._threads = threads
+        self._seconds = seconds
+        self._jobs: list[tuple[list[tuple[int, int]], Any]] = []
+        self._frames: dict[int, dict[int, dict]] = {}
+        self._empty = empty_rle(*upsampler.output_size)
+        self._lock = threading.Lock()
+
+    def _encode(self, logits: np.ndarray) -> list[dict]:
+        begin = time.perf_counter()
+        rles = self._upsampler(logits)
+        with self._lock:
+            self._seconds["masks_rle"] += time.perf_counter() - begin
+        return rles
+
+    def add(self, keys: list[tuple[int, int]], logits: list[np.ndarray]) -> None:
+        if not keys:
+            return
+        stacked = np.stack(logits)
+        if self._pool is None:
+            self._jobs.append((keys, self._encode(stacked)))
+            return
+        # One job per thread, so a large batch (an offline window's frames) uses them all.
+        parts = min(self._threads, len(keys))
+        for part in np.array_split(np.arange(len(keys)), parts):
+            self._jobs.append(([keys[i] for i in part],
+                               self._pool.submit(self._encode, stacked[part])))
+
+    def segmentations(self, track_id: int) -> list[dict]:
+        """The per-frame RLEs of a track (waits for the jobs still running)."""
+        for keys, job in self._jobs:
+            rles = job.result() if isinstance(job, concurrent.futures.Future) else job
+            for (track, frame), rle in zip(keys, rles, strict=True):
+                self._frames.setdefault(track, {})[frame] = rle
+        self._jobs = []
+        frames = self._frames.get(track_id, {})
+        return [frames.get(t, self._empty) for t in range(self._num_frames)]
+
+
+class PendingPrediction:
+    """A video whose device work and tracking are done and whose masks may still be encoding
+    on the host threads: `result()` waits for them. Meanwhile the caller can start the next
+    video, so its device work overlaps this one's encoding."""
+
+    def __init__(self, tracks: list[Any], masks: _FrameMasks, num_windows: int,
+                 seconds: dict[str, float]):
+        self._tracks, self._masks = tracks, masks
+        self._num_windows, self._seconds = num_windows, seconds
+
+    def result(self) -> VideoPrediction:
+        begin = time.perf_counter()
+        segmentations = [self._masks.segmentations(track.track_id) for track in self._tracks]
+        self._seconds["rle_wait"] = time.perf_counter() - begin
+        return VideoPrediction(class_probs=[track.class_probs for track in self._tracks],
+                               segmentations=segmentations, num_windows=self._num_windows,
+                               seconds=self._seconds)
+
+
+class VideoTracking:
+    """The host side of one video: windows' kept instances into `ClipTracker`, each frame it
+    finishes into RLEs at the original size on the thread pool (`RleUpsampler` straight from
+    the stride-8 mean logits). `finish()` returns the PendingPrediction."""
+
+    def __init__(self, num_frames: int, match_threshold: float, valid_size: tuple[int, int],
+                 output_size: tuple[int, int], pool: concurrent.futures.Executor | None,
+                 threads: int, seconds: dict[str, float]):
+        self._seconds = seconds
+        self._masks = _FrameMasks(RleUpsampler(valid_size, output_size), num_frames, pool,
+                                  threads, seconds)
+        self._keys: list[tuple[int, int]] = []
+        self._logits: list[np.ndarray] = []
+        self._tracker = ClipTracker(num_frames, match_threshold, self._on_final_frame,
+                                    valid_size=valid_size)
+
+    def _on_final_frame(self, track_id: int, frame_index: int, logits: np.ndarray) -> None:
+        self._keys.append((track_id, frame_index))
+        self._logits.append(logits)
+
+    def add_window(self, start: int, class_probs: np.ndarray, mask_logits: np.ndarray
+                   ) -> None:
+        """A window's kept instances: (n, K+1) probs, (n, T', h8, w8) logits."""
+        begin = time.perf_counter()
+        self._tracker.add_window(start, class_probs, mask_logits)
+        self._seconds["tracking"] += time.perf_counter() - begin
+
+    def flush(self) -> None:
+        """Hands the frames finished so far to the thread pool."""
+        self._masks.add(self._keys, self._logits)
+        self._keys, self._logits = [], []
+
+    def finish(self, num_windows: int) -> PendingPrediction:
+        begin = time.perf_counter()
+        tracks = self._tracker.finish()
+        self._seconds["tracking"] += time.perf_counter() - begin
+        self.flush()
+        return PendingPrediction(tracks, self._masks, num_windows, self._seconds)
+
+
 class VideoPredictor:
     """Runs a trained IFC over videos. One instance serves many videos (compiled once per
-    input size). `variables` is an argument of the compiled programs, not a constant in
-    them: assigning new variables of the same shapes (evaluation during training does)
-    reuses the compiled programs."""
+    input size and call size). `variables` is an argument of the compiled programs, not a
+    constant in them: assigning new variables of the same shapes (evaluation during training
+    does) reuses the compiled programs. `on_device` gives a copy that runs on another device
+    with the same compiled functions."""
 
     def __init__(self, model: IFC, variables: Any, *, window_frames: int, window_stride: int,
-                 match_threshold: float):
-        """window_frames T, window_stride S and match_threshold as in `config.inference`
-        (docs/inference.md); `from_config` reads them from there."""
+                 match_threshold: float, windows_per_call: int = 8, host_threads: int = 2):
+        """window_frames T, window_stride S, match_threshold, windows_per_call and
+        host_threads as in `config.inference` (docs/inference.md); `from_config` reads them
+        from there."""
+        if windows_per_call < 1 or host_threads < 0:
+            raise ValueError("windows_per_call must be >= 1 and host_threads >= 0")
         self.model = model
         self.variables = variables
         self.window_frames = window_frames
         self.window_stride = window_stride
         self.match_threshold = match_threshold
-        # The two jitted device programs (benchmarks time them and count their FLOPs):
-        # encode_frames(variables, frames (F, H, W, 3), padding (F, H, W)) -> features, and
+        # Near-online windows overlap: a chunk of several strides holds the starts of several
+        # windows, run in one call. Offline windows (S = T) run one per chunk of T frames.
+        self.windows_per_call = 1 if window_stride >= window_frames else windows_per_call
+        self.chunk_frames = max(window_frames, self.windows_per_call * window_stride)
+        self.host_threads = host_threads
+        self._pool = (concurrent.futures.ThreadPoolExecutor(host_threads,
+                                                            thread_name_prefix="ifc-rle")
+                      if host_threads else None)
+        # The jitted device programs (benchmarks time them and count their FLOPs):
+        # encode_frames(variables, frames (C, H, W, 3), padding (C, H, W)) -> features;
+        # run_windows(variables, chunk features, next chunk's features, offsets (B,),
+        #             lengths (B,), valid_size=(h8, w8)) -> kept instances of B windows;
         # run_window(variables, features of T frames, frame_valid (T,)) ->
-        # (class probs (N, K+1), mask logits (N, T, H/8, W/8)).
+        #   (class probs (N, K+1), mask logits (N, T, H/8, W/8)): one window, uncropped.
         self.encode_frames = jax.jit(
             lambda v, f, p: model.apply(v, f, p, method=IFC.frame_features))
+        self.run_windows = jax.jit(self._run_windows, static_argnames=("valid_size",))
 
         def run_window(v, features, frame_valid):
             outputs = model.apply(v, jax.tree.map(lambda x: x[None], features),
@@ -124,33 +301,106 @@ class VideoPredictor:
         """The predictor of a validated `config.inference`."""
         return cls(model, variables, window_frames=inference_config.window_frames,
                    window_stride=inference_config.window_stride,
-                   match_threshold=inference_config.match_threshold)
+                   match_threshold=inference_config.match_threshold,
+                   windows_per_call=inference_config.windows_per_call,
+                   host_threads=inference_config.host_threads)
 
-    def _chunks(self, frames: Iterable[np.ndarray], height: int, width: int
-                ) -> Iterator[tuple[int, dict[str, jax.Array]]]:
-        """(number of real frames, features of a chunk of window_frames frames) in order."""
-        chunk = self.window_frames
+    def on_device(self, device: jax.Device) -> VideoPredictor:
+        """A predictor running on `device`: the variables copied there, the compiled
+        functions and the RLE thread pool shared with this one."""
+        other = copy.copy(self)
+        other.variables = jax.device_put(self.variables, device)
+        return other
+
+    def _run_windows(self, variables: Any, first: dict[str, jax.Array],
+                     second: dict[str, jax.Array], offsets: jax.Array, lengths: jax.Array,
+                     valid_size: tuple[int, int]) -> dict[str, jax.Array]:
+        """B windows cut from two consecutive chunks' features (C frames each): window b is
+        frames offsets[b] .. offsets[b] + T of the two, its first lengths[b] frames real.
+
+        Returns count (B,) kept queries; probs (B, S, K+1) and logits (B, S, T, h8, w8) of
+        the first S = min(N, KEPT_SLOTS) queries with the kept ones first (in query order);
+        kept (B, N), all_probs (B, N, K+1), all_logits (B, N, T, h8, w8) for windows keeping
+        more than S (fetched only then). Logits are cropped to the frame's stride-8 cells.
+        """
+        slab = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second)
+        windows = jax.vmap(lambda offset: jax.tree.map(
+            lambda x: jax.lax.dynamic_slice_in_dim(x, offset, self.window_frames), slab))(
+                offsets)
+        frame_valid = jnp.arange(self.window_frames)[None, :] < lengths[:, None]
+        outputs = self.model.apply(variables, windows, frame_valid=frame_valid,
+                                   method=IFC.clip_outputs)
+        probs = jax.nn.softmax(outputs["pred_logits"][-1], axis=-1)  # (B, N, K+1)
+        logits = outputs["pred_masks"][-1][..., :valid_size[0], :valid_size[1]]
+        kept = jnp.argmax(probs, axis=-1) != probs.shape[-1] - 1
+        slots = min(KEPT_SLOTS, probs.shape[1])
+        order = jnp.argsort(~kept, axis=-1, stable=True)[:, :slots]  # kept first, in order
+        return {
+            "count": kept.sum(-1),
+            "probs": jnp.take_along_axis(probs, order[..., None], axis=1),
+            "logits": jnp.take_along_axis(logits, order[..., None, None, None], axis=1),
+            "kept": kept, "all_probs": probs, "all_logits": logits,
+        }
+
+    def plan(self, num_frames: int) -> list[WindowCall]:
+        """The window calls of a `num_frames` video."""
+        return plan_calls(num_frames, self.window_frames, self.window_stride,
+                          self.chunk_frames, self.windows_per_call)
+
+    def _call_inputs(self, call: WindowCall, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """offsets and lengths (B,) int32 of a call's windows in its two chunks; the filler
+        windows of a batch larger than the call repeat its first window (outputs unused)."""
+        offsets = np.zeros(call.batch, np.int32)
+        lengths = np.zeros(call.batch, np.int32)
+        for index, start in enumerate(call.starts):
+            offsets[index] = start - call.chunk * self.chunk_frames
+            lengths[index] = min(self.window_frames, num_frames - start)
+        offsets[len(call.starts):], lengths[len(call.starts):] = offsets[0], lengths[0]
+        return offsets, lengths
+
+    def _chunks(self, frames: Iterable[np.ndarray], height: int, width: int,
+                seconds: dict[str, float], read: list[int]) -> Iterator[dict[str, jax.Array]]:
+        """Features of each chunk of chunk_frames frames in order (dispatched, not awaited);
+        the last chunk is padded in time with blank frames. read[0] counts the frames read."""
+        chunk = self.chunk_frames
         buffer = np.zeros((chunk, height, width, 3), np.uint8)
         count = 0
-        for frame in frames:
+        frames = iter(frames)
+        while True:
+            begin = time.perf_counter()
+            frame = next(frames, None)
+            seconds["input"] += time.perf_counter() - begin
+            if frame is None:
+                break
             frame = np.asarray(frame)
             if frame.shape != (height, width, 3):
                 raise ValueError(f"frame of shape {frame.shape}, expected {(height, width, 3)}")
             buffer[count] = frame
             count += 1
+            read[0] += 1
             if count == chunk:
-                yield count, self._encode_chunk(buffer)
+                yield self._encode(buffer, seconds)
+                buffer = np.zeros_like(buffer)  # the dispatched call may still read it
                 count = 0
         if count:
-            yield count, self._encode_chunk(buffer[:count])
+            yield self._encode(buffer[:count], seconds)
 
-    def _encode_chunk(self, frames: np.ndarray) -> dict[str, jax.Array]:
-        """Features of up to window_frames frames, padded in time by `pad_chunk`."""
-        return self.encode_frames(self.variables, *pad_chunk(frames, self.window_frames))
+    def _encode(self, frames: np.ndarray, seconds: dict[str, float]) -> dict[str, jax.Array]:
+        begin = time.perf_counter()
+        features = self.encode_frames(self.variables, *pad_chunk(frames, self.chunk_frames))
+        seconds["dispatch"] += time.perf_counter() - begin
+        return features
 
     def predict(self, frames: Iterable[np.ndarray], num_frames: int,
                 resized_size: tuple[int, int], output_size: tuple[int, int]) -> VideoPrediction:
-        """Tracks of one video.
+        """Tracks of one video (`submit`'s arguments), once all its masks are encoded."""
+        return self.submit(frames, num_frames, resized_size, output_size).result()
+
+    def submit(self, frames: Iterable[np.ndarray], num_frames: int,
+               resized_size: tuple[int, int], output_size: tuple[int, int]
+               ) -> PendingPrediction:
+        """Runs one video through the device and the tracker; returns before the host threads
+        have encoded its last masks (`PendingPrediction.result()` waits for them).
 
         Args:
           frames: the video's frames in order, each (h, w, 3) uint8 RGB at `resized_size`.
@@ -159,74 +409,90 @@ class VideoPredictor:
           output_size: (H, W) of the original video: masks are produced at this size.
         """
         height, width = resized_size
-        upsample = StrideEightUpsampler((height, width), tuple(output_size))
-        masks = TrackMasks(num_frames, *output_size)
-        seconds = {"frame_features": 0.0, "windows": 0.0, "tracking": 0.0, "masks_rle": 0.0}
+        valid_size = stride8_valid_size(height, width)
+        seconds = dict.fromkeys(STAGES, 0.0)
+        read = [0]  # frames read from `frames` so far
+        tracking = VideoTracking(num_frames, self.match_threshold, valid_size, output_size,
+                                 self._pool, self.host_threads, seconds)
+        calls = self.plan(num_frames)
+        chunks = self._chunks(frames, height, width, seconds, read)
+        stored: dict[int, dict[str, jax.Array]] = {}
+        in_flight: deque[tuple[WindowCall, dict[str, jax.Array]]] = deque()
 
-        def on_final_frame(track_id: int, frame_index: int, logits: np.ndarray) -> None:
-            begin = time.perf_counter()
-            masks.add(track_id, frame_index, upsample(logits))
-            seconds["masks_rle"] += time.perf_counter() - begin
+        encoded = [0]  # chunks encoded so far
 
-        tracker = ClipTracker(num_frames, self.match_threshold, on_final_frame,
-                              valid_size=upsample.valid_size)
-        chunks = self._chunks(frames, height, width)
-        stored: list[tuple[int, int, dict[str, jax.Array]]] = []  # (first frame, count, feats)
-        encoded_frames = 0
-        bounds = window_bounds(num_frames, self.window_frames, self.window_stride)
-        for start, end in bounds:
-            while encoded_frames < end:
-                begin = time.perf_counter()
+        def chunk_features(index: int) -> dict[str, jax.Array]:
+            while encoded[0] <= index:
                 try:
-                    count, features = next(chunks)
+                    stored[encoded[0]] = next(chunks)
                 except StopIteration:
-                    raise ValueError(f"the video yielded {encoded_frames} frames, "
-                                     f"expected {num_frames}") from None
-                jax.block_until_ready(features)
-                seconds["frame_features"] += time.perf_counter() - begin
-                stored.append((encoded_frames, count, features))
-                encoded_frames += count
-            # Chunks that end before this window are no longer needed by any window.
-            stored = [item for item in stored if item[0] + item[1] > start]
-            begin = time.perf_counter()
-            features, frame_valid = self.gather_window(stored, start, end, (height, width))
-            probs, logits = self.run_window(self.variables, features, frame_valid)
-            probs, logits = np.asarray(probs), np.asarray(logits)[:, : end - start]
-            seconds["windows"] += time.perf_counter() - begin
-            begin = time.perf_counter()
-            masks_before = seconds["masks_rle"]
-            tracker.add_window(start, *keep_object_queries(probs, logits))
-            seconds["tracking"] += (time.perf_counter() - begin
-                                    - (seconds["masks_rle"] - masks_before))
-        begin = time.perf_counter()
-        masks_before = seconds["masks_rle"]
-        tracks = tracker.finish()
-        seconds["tracking"] += time.perf_counter() - begin - (seconds["masks_rle"] - masks_before)
-        return VideoPrediction(
-            class_probs=[track.class_probs for track in tracks],
-            segmentations=[masks.segmentations(track.track_id) for track in tracks],
-            num_windows=len(bounds),
-            seconds=seconds,
-        )
+                    break
+                encoded[0] += 1
+            if index not in stored:
+                raise ValueError(f"the video yielded {read[0]} frames, expected {num_frames}")
+            return stored[index]
 
-    def gather_window(self, stored: list[tuple[int, int, dict[str, jax.Array]]], start: int,
-                      end: int, frame_size: tuple[int, int]
-                      ) -> tuple[dict[str, jax.Array], jax.Array]:
-        """Features of frames [start, end), padded in time to window_frames, from `stored`
-        (first frame, real frames, `encode_frames` output) chunks; with frame_valid (T,)."""
-        pieces: dict[str, list[jax.Array]] = {}
-        for first, count, features in stored:
-            lo, hi = max(start, first), min(end, first + count)
-            if lo >= hi:
-                continue
-            for name, value in features.items():
-                pieces.setdefault(name, []).append(value[lo - first: hi - first])
-        length = end - start
-        missing = self.window_frames - length
-        if missing:  # only for videos shorter than a window
-            blank = self._encode_chunk(np.zeros((0, *frame_size, 3), np.uint8))
-            for name, value in blank.items():
-                pieces[name].append(value[:missing])
-        window = {name: jnp.concatenate(parts) for name, parts in pieces.items()}
-        frame_valid = jnp.arange(self.window_frames) < length
-        return window, frame_valid
+        def finish_call() -> None:
+            call, outputs = in_flight.popleft()
+            begin = time.perf_counter()
+            count, probs, logits = (np.asarray(outputs[name])
+                                    for name in ("count", "probs", "logits"))
+            seconds["device_wait"] += time.perf_counter() - begin
+            for index, start in enumerate(call.starts):
+                length = min(self.window_frames, num_frames - start)
+                kept = int(count[index])
+                if kept <= probs.shape[1]:
+                    window_probs, window_logits = probs[index, :kept], logits[index, :kept]
+                else:  # more kept queries than slots: fetch the window's full outputs
+                    begin = time.perf_counter()
+                    chosen = np.asarray(outputs["kept"][index])
+                    window_probs = np.asarray(outputs["all_probs"][index])[chosen]
+                    window_logits = np.asarray(outputs["all_logits"][index])[chosen]
+                    seconds["device_wait"] += time.perf_counter() - begin
+                tracking.add_window(start, window_probs, window_logits[:, :length])
+            tracking.flush()
+
+        last_chunk = (num_frames - 1) // self.chunk_frames
+        for call in calls:
+            first = chunk_features(call.chunk)
+            second = chunk_features(call.chunk + 1) if call.chunk < last_chunk else first
+            for index in [i for i in stored if i < call.chunk]:
+                del stored[index]  # no later window starts before this chunk
+            offsets, lengths = self._call_inputs(call, num_frames)
+            begin = time.perf_counter()
+            outputs = self.run_windows(self.variables, first, second, offsets, lengths,
+                                       valid_size=valid_size)
+            for name in ("count", "probs", "logits"):
+                outputs[name].copy_to_host_async()
+            seconds["dispatch"] += time.perf_counter() - begin
+            in_flight.append((call, outputs))
+            if len(in_flight) > CALLS_IN_FLIGHT:
+                finish_call()
+        while in_flight:
+            finish_call()
+        if next(chunks, None) is not None:
+            raise ValueError(f"the video yielded more than the {num_frames} frames expected")
+        if read[0] != num_frames:
+            raise ValueError(f"the video yielded {read[0]} frames, expected {num_frames}")
+        return tracking.finish(sum(len(call.starts) for call in calls))
+
+    def encode_video(self, frames: np.ndarray) -> list[dict[str, jax.Array]]:
+        """The `encode_frames` calls `predict` makes for a video in memory (F, h, w, 3),
+        dispatched without waiting: the features of each chunk."""
+        chunk = self.chunk_frames
+        return [self.encode_frames(self.variables, *pad_chunk(frames[first:first + chunk],
+                                                              chunk))
+                for first in range(0, len(frames), chunk)]
+
+    def run_video_windows(self, features: list[dict[str, jax.Array]], num_frames: int,
+                          resized_size: tuple[int, int]) -> list[dict[str, jax.Array]]:
+        """The `run_windows` calls `predict` makes on a video's chunk features, dispatched
+        without any host work or waiting (benchmarks time them); their outputs."""
+        valid_size = stride8_valid_size(*resized_size)
+        outputs = []
+        for call in self.plan(num_frames):
+            second = features[min(call.chunk + 1, len(features) - 1)]
+            outputs.append(self.run_windows(self.variables, features[call.chunk], second,
+                                            *self._call_inputs(call, num_frames),
+                                            valid_size=valid_size))
+        return outputs

@@ -3,7 +3,8 @@
 The algorithm: docs/inference.md#merging-windows.
 
 Use, for one video of `num_frames` frames resized to (resized_h, resized_w) for the model and
-(height, width) originally:
+(height, width) originally (the predictor does this, encoding the RLEs with
+`rle_upsample.RleUpsampler` on host threads instead):
 
     upsample = StrideEightUpsampler((resized_h, resized_w), (height, width))
     masks = TrackMasks(num_frames, height, width)                 # RLE per final frame
@@ -133,11 +134,15 @@ def soft_iou(track_probs: np.ndarray, instance_probs: np.ndarray) -> np.ndarray:
     track_probs: (m, F, h8, w8), instance_probs: (n, F, h8, w8) mask probabilities on the
     same F shared frames. Sums run over time AND space before dividing:
     Σ p_s p_i / (Σ (p_s + p_i - p_s p_i) + 1e-6). Returns (m, n) float64.
+
+    The products are summed by a matrix product in the probabilities' own precision (float32
+    from the tracker, as the original computes on its GPU); the other sums in float64.
     """
-    old = track_probs.reshape(len(track_probs), -1).astype(np.float64)
-    new = instance_probs.reshape(len(instance_probs), -1).astype(np.float64)
-    intersection = old @ new.T
-    union = old.sum(1)[:, None] + new.sum(1)[None, :] - intersection
+    old = track_probs.reshape(len(track_probs), -1)
+    new = instance_probs.reshape(len(instance_probs), -1)
+    intersection = (old @ new.T).astype(np.float64)
+    union = (old.sum(1, dtype=np.float64)[:, None] + new.sum(1, dtype=np.float64)[None, :]
+             - intersection)
     return intersection / (union + SOFT_IOU_EPS)
 
 

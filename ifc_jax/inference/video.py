@@ -16,7 +16,15 @@ so a long video never sits in memory. Frames are resized exactly as evaluation r
   way). Every frame must have the size of the first. Frame rate: `folder_fps` (default 10).
 * Video files are decoded with PyAV (FFmpeg, bundled in its wheels). The first video stream
   is used; the frame count is the number of its packets (demuxed, not decoded), the frame
-  rate its average rate. Rotation metadata is ignored: frames come as stored.
+  rate its average rate.
+* Rotation: phone videos store frames sideways (or upside down) with a display matrix that
+  tells players to turn them. It is honoured: frames come upright, as a player shows them,
+  and height/width are the upright size (`VideoInput.rotation` keeps the angle). Only quarter
+  turns are applied (the angle is rounded to a multiple of 90 degrees); a mirroring in the
+  matrix is ignored.
+
+`find_videos(arguments)` turns what a user names (video files, frame folders, folders of
+videos, glob patterns) into the list of videos to predict on, checking each exists.
 
 Every problem with the input is a `UserError` naming the file and what is wrong with it.
 """
@@ -24,9 +32,10 @@ Every problem with the input is a `UserError` naming the file and what is wrong 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -36,7 +45,12 @@ from ifc_jax.data.frames import resize_frame
 from ifc_jax.io import UserError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Files a folder of videos is searched for (a file named explicitly may have any extension:
+# PyAV probes its content).
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv",
+                    ".flv", ".3gp", ".ts", ".mts", ".ogv")
 DEFAULT_FOLDER_FPS = 10.0
+GLOB_CHARACTERS = frozenset("*?[")
 
 
 def inference_size(height: int, width: int, short_side: int, max_size: int) -> tuple[int, int]:
@@ -56,11 +70,30 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """frame (H, W, C) as a player shows it: turned `rotation` degrees counterclockwise (a
+    multiple of 90; FFmpeg's display-matrix convention, as PyAV's `VideoFrame.rotation` gives
+    it). (H, W, C) for 0 and 180, (W, H, C) for +-90. A contiguous copy unless rotation is 0."""
+    quarter_turns = (rotation // 90) % 4
+    if not quarter_turns:
+        return frame
+    # np.rot90 turns an image counterclockwise (rows run down, columns right).
+    return np.ascontiguousarray(np.rot90(frame, quarter_turns))
+
+
+def quarter_rotation(degrees: float) -> int:
+    """A display rotation in degrees rounded to the nearest quarter turn, in 0, 90, 180, 270."""
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoInput:
-    """An opened video. height, width: the original frame size; frames: RGB uint8.
+    """An opened video. height, width: the upright frame size (as a player shows the video);
+    frames: RGB uint8, upright.
 
-    frame_paths is set for a frame folder (empty for a video file).
+    frame_paths is set for a frame folder (empty for a video file). rotation: the quarter turn
+    (0, 90, 180, 270 degrees counterclockwise) applied to the stored frames of a video file
+    to make them upright (from its display matrix; 0 for a frame folder).
     """
 
     path: str
@@ -69,6 +102,7 @@ class VideoInput:
     width: int
     fps: float
     frame_paths: tuple[str, ...] = ()
+    rotation: int = 0
 
     @property
     def is_frame_folder(self) -> bool:
@@ -130,7 +164,7 @@ class VideoInput:
                 stream.thread_type = "AUTO"  # frame-parallel decoding where the codec allows
                 for frame in container.decode(stream):
                     if wanted is None or index in wanted:
-                        rgb = frame.to_ndarray(format="rgb24")
+                        rgb = upright(frame.to_ndarray(format="rgb24"), self.rotation)
                         if rgb.shape[:2] != (self.height, self.width):
                             raise UserError(
                                 f"{self.path}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]} "
@@ -199,9 +233,98 @@ def _open_video_file(path: str) -> VideoInput:
             first = next(container.decode(container.streams.video[0]), None)
             if first is None:
                 raise UserError(f"{path}: the video stream has no decodable frame")
+            # The display matrix (phone videos) comes with each decoded frame; the first
+            # frame's stands for the video, as players take the stream's.
+            rotation = quarter_rotation(first.rotation)
             height, width = first.height, first.width
+            if rotation in (90, 270):
+                height, width = width, height
     except (av.error.FFmpegError, OSError, ValueError) as err:
         raise UserError(f"{path}: not a readable video ({_first_line(err)})") from None
     if num_frames < 1:
         raise UserError(f"{path}: the video stream has no frames")
-    return VideoInput(path=path, num_frames=num_frames, height=height, width=width, fps=fps)
+    return VideoInput(path=path, num_frames=num_frames, height=height, width=width, fps=fps,
+                      rotation=rotation)
+
+
+def has_glob_characters(argument: str) -> bool:
+    return any(character in GLOB_CHARACTERS for character in argument)
+
+
+def _is_frame_folder(path: str) -> bool:
+    """Whether the folder holds frames directly (then it is one video)."""
+    return any(name.lower().endswith(FRAME_EXTENSIONS) and os.path.isfile(os.path.join(path, name))
+               for name in os.listdir(path))
+
+
+def _videos_in_folder(path: str) -> list[str]:
+    """The videos a folder of videos holds: its video files (by extension) and its frame
+    sub-folders, in natural name order."""
+    found = []
+    for name in sorted(os.listdir(path), key=_natural_key):
+        full = os.path.join(path, name)
+        if os.path.isdir(full):
+            if _is_frame_folder(full):
+                found.append(full)
+        elif name.lower().endswith(VIDEO_EXTENSIONS):
+            found.append(full)
+    return found
+
+
+def names_several_videos(arguments: Sequence[str]) -> bool:
+    """Whether the arguments name a batch of videos (several arguments, a glob pattern or a
+    folder that is not a frame folder) rather than one video file or frame folder. Checks
+    nothing else (`find_videos` does) and raises nothing."""
+    if len(arguments) != 1:
+        return True
+    argument = arguments[0]
+    if not os.path.exists(argument):
+        return has_glob_characters(argument)
+    return os.path.isdir(argument) and not _is_frame_folder(argument)
+
+
+@dataclasses.dataclass(frozen=True)
+class FoundVideos:
+    """What `find_videos` returns: the videos, in order, and whether the arguments named a
+    batch (several arguments, a glob or a folder of videos) rather than one video."""
+
+    paths: tuple[str, ...]
+    batch: bool
+
+
+def find_videos(arguments: Sequence[str]) -> FoundVideos:
+    """The videos the arguments name, in order, each once.
+
+    Each argument is one of: a video file; a frame folder (one that holds .jpg/.jpeg/.png
+    files directly); a folder of videos (video files, by extension, and/or frame
+    sub-folders); or a glob pattern (expanded here with `glob.glob`, sorted, so a quoted
+    pattern works as well as one the shell expanded), whose matches are videos. An argument
+    naming an existing path is taken literally even if it has glob characters. UserError
+    for a missing path, a pattern that matches nothing, or a folder without videos.
+    """
+    if not arguments:
+        raise UserError("no input given: name a video file, a frame folder, a folder of "
+                        "videos or a glob pattern")
+    paths: list[str] = []
+    for argument in arguments:
+        if not os.path.exists(argument) and has_glob_characters(argument):
+            matches = sorted(glob.glob(argument), key=_natural_key)
+            if not matches:
+                raise UserError(f"{argument}: the pattern matches no file or folder")
+            paths += matches
+        elif not os.path.exists(argument):
+            raise UserError(f"{argument}: no such video file or frame folder")
+        elif os.path.isdir(argument) and not _is_frame_folder(argument):
+            inside = _videos_in_folder(argument)
+            if not inside:
+                raise UserError(
+                    f"{argument}: the folder has no videos (no {'/'.join(FRAME_EXTENSIONS)} "
+                    f"frames, no video files like {'/'.join(VIDEO_EXTENSIONS[:5])}, no "
+                    "frame sub-folders)")
+            paths += inside
+        else:
+            paths.append(argument)
+    unique: dict[str, str] = {}
+    for path in paths:  # a file named twice (by a pattern and by name) is predicted once
+        unique.setdefault(os.path.realpath(path), path)
+    return FoundVideos(tuple(unique.values()), names_several_videos(arguments))

@@ -19,6 +19,7 @@ from ifc_jax.models.encoder import build_encoder
 from ifc_jax.models.layers import (
     MLP,
     PointwiseConv,
+    resolve_kernels,
     torch_default_bias_init,
     torch_default_kernel_init,
 )
@@ -84,6 +85,9 @@ class IFC(nn.Module):
     pixel_std: Sequence[float]
     dtype: Any
     attention: str  # attention kernel: auto | xla | cudnn (see models/attention.py)
+    # Convolution / max-pool implementation: xla | cpu (docs/model.md#kernels). `from_config`
+    # resolves "auto" for the backend it runs on; a model built directly may pass "auto".
+    kernels: str = "auto"
 
     @classmethod
     def from_config(cls, model_config: Mapping[str, Any]) -> IFC:
@@ -110,6 +114,7 @@ class IFC(nn.Module):
             pixel_std=tuple(model_config["pixel_std"]),
             dtype=DTYPES[model_config["dtype"]],
             attention=model_config["attention"],
+            kernels=resolve_kernels(model_config["kernels"]),
         )
 
     def normalize(self, frames: Array, padding_mask: Array) -> Array:
@@ -128,12 +133,14 @@ class IFC(nn.Module):
             stride_in_1x1=self.stride_in_1x1,
             freeze_at=self.freeze_at,
             dtype=self.dtype,
+            kernels=self.kernels,
         )
         res5_channels = resnet_output_channels(self.backbone_width)["res5"]
         self.input_proj = PointwiseConv(
             self.hidden_dim,
             dtype=self.dtype,
             kernel_init=torch_default_kernel_init,
+            kernels=self.kernels,
             bias_init=torch_default_bias_init(res5_channels),
         )
         self.encoder = build_encoder(
@@ -158,7 +165,8 @@ class IFC(nn.Module):
             dtype=self.dtype,
         )
         self.class_embed = MLP((self.hidden_dim, self.num_classes + 1), self.dtype)
-        self.spatial_decoder = SpatialDecoder(self.hidden_dim, dtype=self.dtype)
+        self.spatial_decoder = SpatialDecoder(self.hidden_dim, dtype=self.dtype,
+                                              kernels=self.kernels)
         self.mask_kernel = MLP((self.hidden_dim,) * 3, self.dtype)
 
     def frame_features(self, frames: Array, padding_mask: Array) -> dict[str, Array]:

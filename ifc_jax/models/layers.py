@@ -2,16 +2,26 @@
 
 The norms and the depthwise convolution call module-level functions wrapped in `jax.jit`. Inside
 a larger trace they appear as one `jit` equation named `layer_norm` / `group_norm` /
-`depthwise_conv`, which lets `ifc_jax.flops` count them with the paper's convention (5
-FLOPs per element for norms, kernel area per output element for the depthwise convolution)
-instead of counting their arithmetic. XLA inlines nested jits, so this costs nothing at run time.
+`depthwise_conv` (or `pointwise_conv`), which lets `ifc_jax.flops` count them with the paper's
+convention (5 FLOPs per element for norms, kernel area per output element for the depthwise
+convolution) instead of counting their arithmetic. XLA inlines nested jits, so this costs
+nothing at run time.
+
+Kernel paths (`config.model.kernels`, docs/model.md#kernels): the depthwise and pointwise
+convolutions and the stem's max-pool have two implementations. "cpu" rewrites them as shifted
+multiply-adds, dot products and strided slices, which XLA:CPU runs several times faster than
+its grouped/1x1 convolutions and select-and-scatter; "xla" uses the standard ops
+(`conv_general_dilated`, `reduce_window`) that cuDNN and the TPU compiler have kernels for.
+Both paths hold the same parameters, so checkpoints and converted weights fit either.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -26,6 +36,43 @@ torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in"
 xavier_uniform = nn.initializers.xavier_uniform()
 # kaiming_uniform(a=1): U(+-sqrt(3/fan_in)), used by every conv of IFC's mask head.
 kaiming_uniform_a1 = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+
+
+# Values of `config.model.kernels`; "auto" is resolved to one of the other two by
+# `resolve_kernels` when a model is built.
+KERNEL_PATHS = ("auto", "xla", "cpu")
+_kernels_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ifc_jax_kernels", default=None)
+
+
+def resolve_kernels(name: str) -> str:
+    """"auto" -> "cpu" on the XLA:CPU backend, "xla" on any other; "xla"/"cpu" unchanged."""
+    if name not in KERNEL_PATHS:
+        raise ValueError(f"kernels must be one of {KERNEL_PATHS}, got {name!r}")
+    if name == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "xla"
+    return name
+
+
+@contextlib.contextmanager
+def kernels_override(name: str) -> Iterator[None]:
+    """Modules traced inside the block use kernel path `name` ("xla" or "cpu") whatever their
+    `kernels` attribute says. `ifc_jax.flops` pins "cpu" this way so that a FLOP count does not
+    depend on the path a run would take (the rewrites keep the named calls it counts)."""
+    if name not in KERNEL_PATHS[1:]:
+        raise ValueError(f"kernels override must be 'xla' or 'cpu', got {name!r}")
+    token = _kernels_override.set(name)
+    try:
+        yield
+    finally:
+        _kernels_override.reset(token)
+
+
+def active_kernels(kernels: str) -> str:
+    """The path a module with attribute `kernels` takes in the current trace: the override if
+    one is set, else `kernels` resolved ("auto" only when a module is built on its own)."""
+    override = _kernels_override.get()
+    return override if override is not None else resolve_kernels(kernels)
 
 
 def torch_default_bias_init(fan_in: int) -> Initializer:
@@ -123,23 +170,59 @@ def depthwise_conv(x: Array, kernel: Array, bias: Array) -> Array:
     return (out + bias.astype(jnp.float32)).astype(x.dtype)
 
 
+@jax.jit
+def depthwise_conv_xla(x: Array, kernel: Array, bias: Array) -> Array:
+    """`depthwise_conv` as XLA's grouped convolution (feature_group_count = C), in x's dtype.
+
+    x: (N, H, W, C); kernel: (k, k, 1, C) HWIO, k odd; bias: (C,). Returns (N, H, W, C).
+    The kernel layout is that of `nn.Conv(C, (k, k), feature_group_count=C)`.
+    """
+    k = kernel.shape[0]
+    if kernel.shape[:3] != (k, k, 1) or k % 2 == 0 or kernel.shape[3] != x.shape[-1]:
+        raise ValueError(f"depthwise_conv: kernel {kernel.shape} does not fit input {x.shape}")
+    pad = k // 2
+    out = jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), (1, 1), ((pad, pad), (pad, pad)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
+    return out + bias.astype(x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("strides",))
+def pointwise_conv(x: Array, kernel: Array, strides: int) -> Array:
+    """1x1 convolution as XLA's `conv_general_dilated`, in x's dtype, without bias.
+
+    x: (N, H, W, C_in); kernel: (1, 1, C_in, F). Returns (N, ceil(H/strides), ceil(W/strides),
+    F). Named so that `ifc_jax.flops` counts it as the matrix product the "cpu" path computes.
+    """
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), (strides, strides), "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 class DepthwiseConv(nn.Module):
     """k x k depthwise convolution, "same" padding; same params as nn.Conv with
-    feature_group_count = channels: `kernel` (k, k, 1, C) and `bias` (C,)."""
+    feature_group_count = channels: `kernel` (k, k, 1, C) and `bias` (C,).
+
+    kernels: "cpu" = `depthwise_conv` (shifted multiply-adds, products in float32 whatever the
+    dtype, output in `dtype`); "xla" = `depthwise_conv_xla` (grouped convolution computed in
+    `dtype`); "auto" picks by backend.
+    """
 
     kernel_size: int
     dtype: jnp.dtype = jnp.float32
     kernel_init: Initializer = kaiming_uniform_a1
     bias_init: Initializer = nn.initializers.zeros
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """x: (N, H, W, C) -> (N, H, W, C) in `dtype`."""
         channels = x.shape[-1]
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, 1, channels), jnp.float32)
         bias = self.param("bias", self.bias_init, (channels,), jnp.float32)
-        return depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype),
-                              bias.astype(self.dtype))
+        conv = depthwise_conv if active_kernels(self.kernels) == "cpu" else depthwise_conv_xla
+        return conv(x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype))
 
 
 class PointwiseConv(nn.Module):
@@ -149,7 +232,9 @@ class PointwiseConv(nn.Module):
     use_bias, `bias` (features,), so checkpoints and converted weights fit either. Strides
     subsample rows and columns first, which is what a padding-free 1x1 conv does. On XLA:CPU a
     1x1 `conv_general_dilated` and its gradients cost about 3x a `dot_general` (they go through
-    layout transposes); elsewhere the two compile to the same GEMMs.
+    layout transposes), hence the "cpu" path; the "xla" path runs the 1x1 convolution itself
+    (`pointwise_conv`), which GPU and TPU compilers lower to GEMMs without the strided copy.
+    Both compute in `dtype`.
     """
 
     features: int
@@ -158,15 +243,19 @@ class PointwiseConv(nn.Module):
     dtype: jnp.dtype = jnp.float32
     kernel_init: Initializer = kaiming_uniform_a1
     bias_init: Initializer = nn.initializers.zeros
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """x: (N, H, W, C_in) -> (N, ceil(H/strides), ceil(W/strides), features)."""
         kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features),
                             jnp.float32)
-        if self.strides != 1:
-            x = x[:, ::self.strides, ::self.strides]
-        y = jnp.dot(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
+        if active_kernels(self.kernels) == "xla":
+            y = pointwise_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
+        else:
+            if self.strides != 1:
+                x = x[:, ::self.strides, ::self.strides]
+            y = jnp.dot(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
             y = y + bias.astype(self.dtype)

@@ -8,6 +8,8 @@
   `batch_stats`, which the model never mutates. Stages below `freeze_at` are cut from the
   gradient (and so from the backward pass), as detectron2's `freeze_at=2` freezes stem + res2.
 * `depth=0` builds a small ResNet from `stage_blocks` and `width` for tests and the toy config.
+* `kernels` ("auto" | "xla" | "cpu", docs/model.md#kernels) picks the implementation of the
+  1x1 convolutions and the stem's max-pool; parameters and values are the same on both paths.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ifc_jax.models.layers import PointwiseConv
+from ifc_jax.models.layers import PointwiseConv, active_kernels
 
 Array = jax.Array
 
@@ -30,14 +32,21 @@ STAGE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 msra_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def max_pool_3x3_stride2(x: Array) -> Array:
+def max_pool_3x3_stride2(x: Array, kernels: str = "cpu") -> Array:
     """The stem's max-pool (3x3, stride 2, padding 1 with -inf) of NHWC `x`: (N, H, W, C) ->
-    (N, ceil(H/2), ceil(W/2), C).
+    (N, ceil(H/2), ceil(W/2), C), PyTorch's MaxPool2d(3, 2, 1).
 
-    The maximum of nine strided slices; `nn.max_pool` computes the same values, but its
-    gradient (select-and-scatter) lowers on XLA:CPU to index bookkeeping that cost ~75 ms of
-    the toy demo's 370 ms train step, against a few ms for the slices' element-wise selects.
+    kernels="cpu": the maximum of nine strided slices. `nn.max_pool` (kernels="xla") computes
+    the same values, but its gradient (select-and-scatter) lowers on XLA:CPU to index
+    bookkeeping that cost ~75 ms of the toy demo's 370 ms train step, against a few ms for the
+    slices' element-wise selects. Both work in x's dtype. (The gradients differ only on ties.)
     """
+    if kernels == "xla":
+        # reduce_window pads with its init value, -inf; with 1 in front and 1 behind it has
+        # floor((H + 2 - 3) / 2) + 1 = ceil(H / 2) windows, as the slices below.
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    if kernels != "cpu":
+        raise ValueError(f"max_pool_3x3_stride2: kernels must be 'xla' or 'cpu', got {kernels!r}")
     n, height, width, channels = x.shape
     out_h, out_w = -(-height // 2), -(-width // 2)
     # Pad to 2*out + 1 rows/columns: one in front, and enough behind for the last window.
@@ -77,12 +86,13 @@ class ConvNorm(nn.Module):
     kernel_size: int
     stride: int = 1
     dtype: jnp.dtype = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         if self.kernel_size == 1:
             x = PointwiseConv(self.features, self.stride, use_bias=False, dtype=self.dtype,
-                              kernel_init=msra_conv_init, name="conv")(x)
+                              kernel_init=msra_conv_init, kernels=self.kernels, name="conv")(x)
             return FrozenBatchNorm(dtype=self.dtype, name="norm")(x)
         pad = (self.kernel_size - 1) // 2
         x = nn.Conv(
@@ -106,19 +116,22 @@ class Bottleneck(nn.Module):
     stride: int = 1
     stride_in_1x1: bool = False
     dtype: jnp.dtype = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         stride_1x1, stride_3x3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
         if x.shape[-1] != self.out_channels or self.stride != 1:
             shortcut = ConvNorm(
-                self.out_channels, 1, self.stride, self.dtype, name="shortcut"
+                self.out_channels, 1, self.stride, self.dtype, self.kernels, name="shortcut"
             )(x)
         else:
             shortcut = x
-        y = nn.relu(ConvNorm(self.bottleneck_channels, 1, stride_1x1, self.dtype, name="conv1")(x))
-        y = nn.relu(ConvNorm(self.bottleneck_channels, 3, stride_3x3, self.dtype, name="conv2")(y))
-        y = ConvNorm(self.out_channels, 1, 1, self.dtype, name="conv3")(y)
+        y = nn.relu(ConvNorm(self.bottleneck_channels, 1, stride_1x1, self.dtype, self.kernels,
+                             name="conv1")(x))
+        y = nn.relu(ConvNorm(self.bottleneck_channels, 3, stride_3x3, self.dtype, self.kernels,
+                             name="conv2")(y))
+        y = ConvNorm(self.out_channels, 1, 1, self.dtype, self.kernels, name="conv3")(y)
         return nn.relu(y + shortcut)
 
 
@@ -129,6 +142,7 @@ class ResNet(nn.Module):
       depth: 50 or 101; 0 means `stage_blocks` gives the number of blocks per stage.
       width: bottleneck channels of res2 (64 standard); stage k has 4*width*2^(k-2) outputs.
       freeze_at: 0 = train all, 1 = freeze the stem, 2 = freeze stem and res2.
+      kernels: "auto" | "xla" | "cpu", the 1x1 convolutions' and max-pool's implementation.
     Returns:
       dict res2..res5 of (N, ceil(H/s), ceil(W/s), C_s) for strides 4, 8, 16, 32.
     """
@@ -139,6 +153,7 @@ class ResNet(nn.Module):
     stride_in_1x1: bool = False
     freeze_at: int = 2
     dtype: jnp.dtype = jnp.float32
+    kernels: str = "auto"
 
     def blocks_per_stage(self) -> Sequence[int]:
         if self.depth == 0:
@@ -154,7 +169,7 @@ class ResNet(nn.Module):
         x = x.astype(self.dtype)
         stem = ConvNorm(self.width, 7, 2, self.dtype, name="stem_conv1")
         x = nn.relu(stem(x))
-        x = max_pool_3x3_stride2(x)
+        x = max_pool_3x3_stride2(x, active_kernels(self.kernels))
         if self.freeze_at >= 1:
             x = jax.lax.stop_gradient(x)
         features = {}
@@ -169,6 +184,7 @@ class ResNet(nn.Module):
                     stride=2 if (block_index == 0 and stage_index > 0) else 1,
                     stride_in_1x1=self.stride_in_1x1,
                     dtype=self.dtype,
+                    kernels=self.kernels,
                     name=f"{name}_{block_index}",
                 )(x)
             if stage_index + 2 <= self.freeze_at:

@@ -43,10 +43,12 @@ class SpatialDecoder(nn.Module):
     hidden_dim: int = 256
     num_groups: int = 32
     dtype: jnp.dtype = jnp.float32
+    kernels: str = "auto"  # auto | xla | cpu: the 1x1 and depthwise convs (docs/model.md#kernels)
 
     def conv(self, kernel: int, name: str) -> nn.Module:
         if kernel == 1:
-            return PointwiseConv(self.hidden_dim, dtype=self.dtype, name=name)
+            return PointwiseConv(self.hidden_dim, dtype=self.dtype, kernels=self.kernels,
+                                 name=name)
         pad = (kernel - 1) // 2
         return nn.Conv(
             self.hidden_dim,
@@ -69,5 +71,6 @@ class SpatialDecoder(nn.Module):
         x = GroupNorm(self.num_groups, name="gn2")(self.conv(3, "lay2")(x))
         x = self.conv(1, "adapter2")(res3) + legacy_nearest_resize(x, *res3.shape[1:3])
         x = nn.relu(GroupNorm(self.num_groups, name="gn3")(self.conv(3, "lay3")(x)))
-        x = nn.relu(DepthwiseConv(5, dtype=self.dtype, name="out_depthwise")(x))
+        x = nn.relu(DepthwiseConv(5, dtype=self.dtype, kernels=self.kernels,
+                                  name="out_depthwise")(x))
         return nn.relu(self.conv(1, "out_pointwise")(x))

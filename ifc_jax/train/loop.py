@@ -196,10 +196,12 @@ def initial_state(config: Any, model: IFC, optimizer, mesh: Mesh) -> dict[str, A
 def build_train_step(config: Any, model: IFC, optimizer, schedule, mesh: Mesh,
                      matcher: str | None = None):
     """The jitted train step of `config` (dropout rng from train.seed; matcher defaults to
-    config.train.matcher; loss weights from loss_weights(config)), as the loop runs it."""
+    config.train.matcher; loss weights from loss_weights(config); train.loss_group_size), as
+    the loop runs it."""
     base_rng = jax.random.fold_in(jax.random.key(config.train.seed), 1)
     return make_train_step(model, optimizer, schedule, base_rng, mesh,
-                           matcher or config.train.matcher, loss_weights(config))
+                           matcher or config.train.matcher, loss_weights(config),
+                           int(config.train.loss_group_size))
 
 
 def loss_weights(config: Any) -> LossWeights:

@@ -2,8 +2,11 @@
 
 See docs/training.md#matching.
 
-Cost to maximise, per clip and decoder layer: p(class of the GT) + 3 * dice over the whole
-T x H/4 x W/4 volume. Two exact solvers behind one function:
+Cost to maximise, per clip and decoder layer: p(class of the GT) + 3 * dice over the clip's
+T x (loss canvas) volume: like the authors' matcher, which sees the masks of its GPU's padded
+batch, the dice sums run over the clip's loss-group canvas (`targets.loss_canvas`; the whole
+T x H/4 x W/4 grid without one), the same cells the losses count. Two exact solvers behind
+one function:
 
 * `host`: scipy's `linear_sum_assignment`, reached through ONE `jax.pure_callback` per step
   that carries the cost matrices of every decoder layer. The callback sits inside
@@ -35,21 +38,29 @@ MATCHERS = ("host", "device")
 
 
 def matching_scores(class_logits: Array, mask_logits: Array, labels: Array,
-                    target_masks: Array) -> Array:
+                    target_masks: Array, canvas_mask: Array | None = None) -> Array:
     """Score matrices S = p(class) + 3 * dice_coefficient, to be maximised.
 
     Args:
       class_logits: (L, B, N, K+1).
-      mask_logits: (L, B, N, T, h, w) on the stride-4 grid (already upsampled).
+      mask_logits: (L, B, N, T, h, w) on the stride-4 grid (already upsampled, with
+        `targets.upsample_in_canvas` when there is a canvas).
       labels: (B, G) int class of each target slot.
       target_masks: (B, G, T, h, w) float soft targets in [0, 1].
+      canvas_mask: (B, h, w) 1 on each clip's loss canvas (`targets.loss_canvas`); the dice
+        sums cover only those cells. None: the whole grid.
     Returns:
       (L, B, N, G) float32.
     """
     probs = jax.nn.softmax(class_logits.astype(jnp.float32), axis=-1)
     class_score = jnp.take_along_axis(probs, labels[None, :, None, :], axis=-1)  # (L,B,N,G)
-    pred = jax.nn.sigmoid(mask_logits.astype(jnp.float32)).reshape(*mask_logits.shape[:3], -1)
-    target = target_masks.reshape(*target_masks.shape[:2], -1).astype(jnp.float32)
+    pred = jax.nn.sigmoid(mask_logits.astype(jnp.float32))
+    target = target_masks.astype(jnp.float32)
+    if canvas_mask is not None:
+        pred = pred * canvas_mask[None, :, None, None]  # over layers, queries and frames
+        target = target * canvas_mask[:, None, None]
+    pred = pred.reshape(*mask_logits.shape[:3], -1)
+    target = target.reshape(*target_masks.shape[:2], -1)
     numerator = 2.0 * jnp.einsum("lbnp,bgp->lbng", pred, target) + 1.0
     denominator = pred.sum(-1)[..., :, None] + target.sum(-1)[None, :, None, :] + 1.0
     dice = numerator / denominator
