@@ -45,6 +45,7 @@ SUBCOMMANDS: dict[str, str] = {
     "summary": "parameters per module and forward GFLOPs per frame of a config's model",
     "benchmark": "measured speed: data pipeline, inference, encoder schemes (table or JSON)",
     "score": "AP/AR of a results.json against YouTube-VIS / OVIS ground truth",
+    "split": "hold out labelled videos of a training JSON (by video, seeded) to score locally",
     "convert": "import pretrained PyTorch weights (IFC .pth, ImageNet R-50/R-101) as a checkpoint",
 }
 

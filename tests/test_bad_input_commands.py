@@ -77,6 +77,11 @@ CASES = [
       "--config", "tiny"], "is a folder without conversion.json"),
     (["convert", "--from", "{T}/model.pth", "--to", "{T}/older", "--config", "tiny"],
      "already exists (pass --overwrite"),
+    (["split", "--annotations", "{T}/missing.json", "--fraction", "0.1", "--train-out",
+      "{T}/a.json", "--val-out", "{T}/b.json"], "missing.json"),
+    (["split", "--annotations", "{T}/notes.txt", "--fraction", "0.1", "--train-out",
+      "{T}/notes.txt/a.json", "--val-out", "{T}/b.json"], "cannot be written"),
+    (["benchmark", "--what", "postprocess", "--tracks", "0"], "--tracks"),
 ]
 READ_ONLY_CASES = [
     (["flops", "--plot", READ_ONLY + ".png"], "--plot cannot be written"),

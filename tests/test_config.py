@@ -127,7 +127,8 @@ def test_a_bad_value_is_one_error_line_naming_the_key(capsys, key):
 
 def test_all_recipes_are_valid():
     names = recipe_names()
-    assert {"base", "ifc_r50_ytvis19", "ifc_r101_ytvis19", "tiny", "toy"} <= set(names)
+    assert {"base", "ifc_r50_ytvis19", "ifc_r101_ytvis19", "ifc_r50_ytvis21", "ifc_r50_ovis",
+            "tiny", "toy"} <= set(names)
     for name in names:
         config = load_config(name)
         assert config.is_locked
@@ -155,6 +156,10 @@ def test_recipe_by_path_by_name_and_variant():
     assert load_config("ifc_r50_ytvis19:offline").inference.window_frames == 36
     assert load_config("configs/ifc_r101_ytvis19.py:offline").inference.window_frames == 36
     assert load_config("ifc_r101_ytvis19").model.backbone.depth == 101
+    ovis, ytvis21 = load_config("ifc_r50_ovis:offline"), load_config("ifc_r50_ytvis21")
+    assert (ovis.model.num_classes, ovis.data.dataset, ovis.inference.window_frames) == (
+        25, "ovis", 36)
+    assert (ytvis21.model.num_classes, ytvis21.data.val_json) == (40, "valid/instances.json")
     with pytest.raises(UserError, match="ifc_r50_ytvis19.py:bogus: get_config failed"):
         load_config("ifc_r50_ytvis19:bogus")
     with pytest.raises(UserError, match="nope: config file not found.*toy"):

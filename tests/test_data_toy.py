@@ -138,3 +138,12 @@ def test_default_videos_have_the_hard_cases():
     assert classes == {0, 1, 2, 3}
     assert entering_or_leaving >= 5 and occluded >= 20 and fully_hidden >= 1
     assert 0.05 < blurred / frames_seen < 0.3
+
+
+def test_two_frame_videos(tmp_path):
+    """The shortest videos the generator allows: objects cannot vanish mid-video."""
+    root = str(tmp_path / "toy")
+    toy.generate_toy_dataset(root, seed=1, num_train=2, num_val=2, min_frames=2, max_frames=2)
+    dataset = load_ytvis(os.path.join(root, "valid.json"),
+                         os.path.join(root, "valid", "JPEGImages"))
+    assert {video.length for video in dataset.videos} == {2}

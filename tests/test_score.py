@@ -132,3 +132,55 @@ def test_main_py_end_to_end(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert np.isclose(json.loads(proc.stdout)["AP"], 0.5)
+
+
+def test_per_category_json(capsys, tmp_path):
+    gt, results = write_case(tmp_path)
+    code, out, _ = run_cli(capsys, "score", "--gt", gt, "--results", results, "--json",
+                           "--per-category")
+    assert code == 0
+    payload = json.loads(out)
+    assert list(payload) == [*METRIC_KEYS, "per_category"]
+    # Category 1 found exactly (AP 1), category 2 missed (AP 0); the summary is their mean.
+    # (1 within rounding: precision is TP / (TP + FP + eps), as upstream.)
+    assert [(c["id"], c["name"]) for c in payload["per_category"]] == [(1, "c1"), (2, "c2")]
+    assert [c["AP"] for c in payload["per_category"]] == pytest.approx([1.0, 0.0], abs=1e-12)
+    assert payload["AP"] == pytest.approx(0.5, abs=1e-12)
+    code, out, _ = run_cli(capsys, "score", "--gt", gt, "--results", results, "--json")
+    assert "per_category" not in json.loads(out)  # only when asked
+
+
+def test_per_category_table_and_undefined_category(capsys, tmp_path):
+    gt, results = write_case(tmp_path)
+    content = json.loads(Path(gt).read_text())
+    content["categories"].append({"id": 3, "name": "no ground truth"})
+    Path(gt).write_text(json.dumps(content))
+    code, out, _ = run_cli(capsys, "score", "--gt", gt, "--results", results, "--per-category")
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index("AP per category (IoU 0.50:0.95, area all, 100 detections):")
+    rows = [line.split() for line in lines[start + 3:]]
+    assert rows == [["1", "c1", "1.0000"], ["2", "c2", "0.0000"],
+                    ["3", "no", "ground", "truth", "-1", "(undefined)"]]
+    assert "0.5000" in out  # the summary table is still there, AP over categories 1 and 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_category_ap_matches_an_independent_computation(seed):
+    """Each category's AP equals the independent reference metric's AP of the same case cut
+    down to that category alone; the summary AP is the mean over categories with GT."""
+    from ifc_jax.evaluation.ytvis_metric import evaluate, parse_ground_truth, parse_results
+    from tests.test_metric import random_case, reference_metrics
+
+    videos, category_ids, gts, preds = random_case(seed)
+    gt = parse_ground_truth(gt_json(videos, category_ids, gts), "gt")
+    evaluation = evaluate(gt, parse_results(results_json(preds), gt, "results"))
+    assert sorted(evaluation.per_category_ap) == sorted(category_ids)
+    for category in category_ids:
+        alone = reference_metrics(list(videos), [category],
+                                  [g for g in gts if g["category_id"] == category],
+                                  [p for p in preds if p["category_id"] == category])
+        assert evaluation.per_category_ap[category] == pytest.approx(alone["AP"], abs=1e-9)
+    defined = [ap for ap in evaluation.per_category_ap.values() if ap > -1]
+    assert len(defined) >= 2 and any(0 < ap < 1 for ap in defined)  # not degenerate
+    assert np.mean(defined) == pytest.approx(evaluation.metrics["AP"], abs=1e-12)

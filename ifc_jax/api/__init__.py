@@ -26,7 +26,8 @@ from ifc_jax.api.reports import (
     score,
     summarize,
 )
+from ifc_jax.api.splits import split_annotations
 
 __all__ = ["Model", "Track", "convert_weights", "encoder_flops_table", "evaluate", "load",
-           "predict_video", "predict_videos", "run_benchmark", "run_demo", "score", "summarize",
-           "train", "train_and_evaluate"]
+           "predict_video", "predict_videos", "run_benchmark", "run_demo", "score",
+           "split_annotations", "summarize", "train", "train_and_evaluate"]

@@ -152,19 +152,39 @@ def _plot_flops(path: str, variants: Sequence[str], height: int, width: int,
 def score(gt: str, results: str) -> dict[str, Any]:
     """AP/AR of a results.json against YouTube-VIS / OVIS ground truth (docs/metric.md).
 
-    Returns {"metrics", "videos", "categories", "predictions", "dropped_predictions",
-    "videos_without_predictions", "occlusion"}: metric values are fractions, -1 undefined.
+    Returns {"metrics", "per_category", "videos", "categories", "predictions",
+    "dropped_predictions", "videos_without_predictions", "occlusion"}: metric values are
+    fractions, -1 undefined; "per_category" lists {"id", "name", "AP"} per GT category in id
+    order (`per_category_ap`). A GT file without annotations (a test split) is a UserError.
     """
-    from ifc_jax.evaluation.ytvis_metric import evaluate, load_ground_truth, load_results
+    from ifc_jax.evaluation.ytvis_io import require_ground_truth
+    from ifc_jax.evaluation.ytvis_metric import evaluate, load_results, parse_ground_truth
+    from ifc_jax.io import read_json
 
-    ground_truth = load_ground_truth(gt)
+    # Read once: the metric's parser keeps category ids only, the names come from here.
+    content = require_ground_truth(read_json(gt, "ground-truth file"), gt)
+    ground_truth = parse_ground_truth(content, gt)
     evaluation = evaluate(ground_truth, load_results(results, ground_truth))
-    return {"metrics": evaluation.metrics, "videos": len(ground_truth.videos),
+    return {"metrics": evaluation.metrics,
+            "per_category": per_category_ap(evaluation.per_category_ap,
+                                            content["categories"]),
+            "videos": len(ground_truth.videos),
             "categories": len(ground_truth.category_ids),
             "predictions": evaluation.num_predictions,
             "dropped_predictions": evaluation.dropped_predictions,
             "videos_without_predictions": evaluation.videos_without_predictions,
             "occlusion": ground_truth.has_occlusion}
+
+
+def per_category_ap(ap_by_id: dict[int, float], categories: Sequence[dict]
+                    ) -> list[dict[str, Any]]:
+    """[{"id", "name", "AP"}] in category-id order, from the metric's per-category APs
+    (`Evaluation.per_category_ap`) and the GT's `categories` list (for the names; the id
+    where a category has none). AP is -1 for a category without ground truth."""
+    names = {category["id"]: str(category.get("name", category["id"]))
+             for category in categories}
+    return [{"id": category_id, "name": names.get(category_id, str(category_id)), "AP": ap}
+            for category_id, ap in sorted(ap_by_id.items())]
 
 
 def convert_weights(source: str, output: str, config: Any, *, overwrite: bool = False,

@@ -174,7 +174,9 @@ def _random_object(rng: np.random.Generator, spec: ToySpec, length: int) -> ToyO
                           margin, max(margin + 1, spec.height - margin))
     # Some objects appear or vanish in mid-video, not through the border.
     first = int(rng.integers(1, max(2, length // 2))) if rng.random() < 0.15 else 0
-    last = int(rng.integers(length // 2 + 1, length)) if rng.random() < 0.15 else length
+    # (A 2-frame video has no frame to vanish at; the draws of longer videos are unchanged.)
+    last = (int(rng.integers(length // 2 + 1, length))
+            if rng.random() < 0.15 and length > 2 else length)
     class_index = int(rng.integers(len(CLASSES)))
     jitter = rng.uniform(-15, 15, size=3)
     colour = tuple(float(np.clip(c + j, 0, 255))

@@ -5,7 +5,8 @@ Layout (see data/README.md): one JSON with
   categories:  [{id, name, ...}]
   annotations: [{id, video_id, category_id, iscrowd, segmentations: [L entries], areas: [L],
                  bboxes: [L], occlusion (OVIS, optional)}]       -- one entry per TRACK
-and a folder of frames. Splits without annotations (official valid / test) load for inference.
+and a folder of frames. Splits without annotations (official valid / test: the key missing,
+null or an empty list, see `has_ground_truth`) load for inference.
 
 Everything is validated here, before any tf.data pipeline runs, so bad input fails with one
 `UserError` line naming the file and the video. No TensorFlow in this module.
@@ -107,7 +108,7 @@ class YtvisDataset:
     frames_dir: str
     videos: tuple[Video, ...]
     categories: CategoryMap
-    has_annotations: bool
+    has_annotations: bool  # has_ground_truth: False for a test split (nothing to score)
 
     def video_by_id(self, video_id: int) -> Video:
         for video in self.videos:
@@ -118,6 +119,20 @@ class YtvisDataset:
     def describe(self, video: Video) -> str:
         """'video 3 (name) in train.json', for error messages."""
         return f"video {video.video_id} ({video.name}) in {self.json_path}"
+
+
+def has_ground_truth(content: Any) -> bool:
+    """Whether a YouTube-VIS / OVIS split (its parsed JSON) has ground truth: at least one
+    entry in `annotations`.
+
+    The one rule for a test split, shared by loading (`YtvisDataset.has_annotations`),
+    `evaluate` and `score`: a missing `annotations` key, `"annotations": null` and
+    `"annotations": []` all mean "no ground truth" (the official valid / test files leave the
+    key out; converters and hand-edited files write the other two), so `evaluate` writes
+    results.json for the server and no metrics, `score` refuses the file, and `train` refuses
+    it. Scoring an empty ground truth would only give -1 everywhere.
+    """
+    return isinstance(content, dict) and bool(content.get("annotations"))
 
 
 def load_ytvis(json_path: str, frames_dir: str, *, check_frame_files: bool = True) -> YtvisDataset:
@@ -162,10 +177,10 @@ def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
             raise fail(f"video id {video['id']} appears twice in 'videos'")
         raw_videos[video["id"]] = video
 
-    has_annotations = "annotations" in content
-    annotations = content.get("annotations") or []
-    if not isinstance(annotations, list):
+    annotations = content.get("annotations")
+    if annotations is not None and not isinstance(annotations, list):
         raise fail("'annotations' must be a list")
+    annotations = annotations or []
     tracks_by_video: dict[int, list[Track]] = {vid: [] for vid in raw_videos}
     for position, annotation in enumerate(annotations):
         track = _parse_track(annotation, position, raw_videos, known_categories,
@@ -182,7 +197,7 @@ def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
     if check_frame_files:
         _check_frame_files(videos, json_path)
     return YtvisDataset(json_path=json_path, frames_dir=frames_dir, videos=tuple(videos),
-                        categories=category_map, has_annotations=has_annotations)
+                        categories=category_map, has_annotations=has_ground_truth(content))
 
 
 def _check_frame_files(videos: list[Video], json_path: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ifc_jax.data.masks import check_segmentation, rle_areas, rle_boxes, to_compressed_rle
+from ifc_jax.data.ytvis import has_ground_truth
 from ifc_jax.io import UserError, read_json
 
 OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
@@ -249,8 +250,22 @@ def parse_results(content: Any, gt: GroundTruth, source: str) -> list[TrackRecor
     return predictions
 
 
+def require_ground_truth(content: Any, source: str) -> Any:
+    """`content` unchanged if it has annotations to score against; a UserError naming
+    `source` for a test split (`annotations` missing, null or [], the rule of
+    `ifc_jax.data.ytvis.has_ground_truth`): scoring it would print -1 for every metric."""
+    if isinstance(content, dict) and not has_ground_truth(content):
+        raise UserError(f"{source}: has no annotations to score against (a test split "
+                        "without ground truth: submit results.json to the evaluation server, "
+                        "or hold out labelled videos with `split`)")
+    return content
+
+
 def load_ground_truth(path: str) -> GroundTruth:
-    return parse_ground_truth(read_json(path, "ground-truth file"), path)
+    """The parsed ground truth of the file at `path`; a file without annotations (a test
+    split) is refused (`require_ground_truth`)."""
+    return parse_ground_truth(require_ground_truth(read_json(path, "ground-truth file"), path),
+                              path)
 
 
 def load_results(path: str, gt: GroundTruth) -> list[TrackRecord]:

@@ -12,6 +12,8 @@ and qjy981010/cocoapi `oviseval`), quirks included:
   * crowd IoU is the plain track IoU; stable ties across videos in sorted video-id order;
   * IoU and recall thresholds built with np.linspace exactly as upstream (0.07 etc. differ
     from i/100 in the last bit, and that decides ties).
+Per category: `Evaluation.per_category_ap`, each category's AP from the same accumulation
+(`category_average_precision`); their mean over the categories with GT is the summary AP.
 OVIS (GT with per-frame `occlusion` labels): a GT track's occlusion score is the mean of the
 highest ceil(n/2) of its non-null per-frame labels (no 0, slight 0.25, severe 0.75); ranges
 slight [0, 0.25], moderate [0.25, 0.5], heavy [0.5, 1] (inclusive; oviseval calls them light /
@@ -32,7 +34,7 @@ list scores 0 (-1 where undefined) instead of crashing.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -65,6 +67,9 @@ class Evaluation:
     num_predictions: int
     dropped_predictions: int  # predictions whose category is not in the GT
     videos_without_predictions: int
+    # category id -> its AP (IoU 0.50:0.95, area all, maxDet 100), -1 where undefined:
+    # `category_average_precision`, from the same matching and accumulation as metrics["AP"].
+    per_category_ap: dict[int, float] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -174,6 +179,16 @@ def _mean_defined(values: list[np.ndarray]) -> float:
     return float(np.mean(defined)) if defined.size else -1.0
 
 
+def category_average_precision(pairs: list[PairResult]) -> float:
+    """One category's AP from its PairResults (sorted video-id order) at area "all": the mean
+    of its precision over the 10 IoU and 101 recall thresholds at maxDet 100, -1 if it has
+    no non-ignored GT. The summary AP averages the same (T, R) blocks of every defined
+    category, so it equals the mean of these values over the defined categories (as COCO
+    averages), up to rounding."""
+    result = accumulate(pairs, MAX_DETS[-1])
+    return -1.0 if result is None else _mean_defined([result[0]])
+
+
 def evaluate(gt: GroundTruth, predictions: list[TrackRecord]) -> Evaluation:
     """All summary metrics (fractions, -1 where undefined) for parsed GT and predictions."""
     known = set(gt.category_ids)
@@ -232,9 +247,11 @@ def evaluate(gt: GroundTruth, predictions: list[TrackRecord]) -> Evaluation:
             metrics[f"AP_{level}"] = summary(("all", level), 100, True)
         for level in ("slight", "moderate", "heavy"):
             metrics[f"AR_{level}"] = summary(("all", level), 100, False)
+    per_category_ap = {category_id: category_average_precision(
+        pairs["all", "all"].get(category_id, [])) for category_id in gt.category_ids}
     videos_with_predictions = {p.video_id for p in kept}
     return Evaluation(metrics, len(kept), len(predictions) - len(kept),
-                      len(set(gt.videos) - videos_with_predictions))
+                      len(set(gt.videos) - videos_with_predictions), per_category_ap)
 
 
 def evaluate_results(gt: dict, results: list[dict], *, gt_source: str = "ground truth",

@@ -71,6 +71,8 @@ def weighted_cross_entropy(class_logits: Array, targets: Array, no_object_weight
     nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
     weights = jnp.where(targets == num_classes_with_bg - 1, no_object_weight, 1.0)
     groups = num_loss_groups(targets.shape[0], group_size)
+    if groups == 1:  # one sum over the batch, in the order the whole-batch mean always used
+        return jnp.sum(weights * nll) / jnp.sum(weights)
     # Every group has N * clips > 0 queries and weights > 0: no empty denominator.
     numerator = jnp.sum((weights * nll).reshape(groups, -1), axis=-1)
     return jnp.mean(numerator / jnp.sum(weights.reshape(groups, -1), axis=-1))
