@@ -82,6 +82,8 @@ CASES = [
     (["split", "--annotations", "{T}/notes.txt", "--fraction", "0.1", "--train-out",
       "{T}/notes.txt/a.json", "--val-out", "{T}/b.json"], "cannot be written"),
     (["benchmark", "--what", "postprocess", "--tracks", "0"], "--tracks"),
+    (["benchmark", "--config", "tiny", "--what", "train", "--batch-size", "3"],
+     "--batch-size: must be a multiple of config.train.loss_group_size (2"),
 ]
 READ_ONLY_CASES = [
     (["flops", "--plot", READ_ONLY + ".png"], "--plot cannot be written"),

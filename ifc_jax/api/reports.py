@@ -240,6 +240,10 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
         raise UserError(f"--batch-size: must be >= 1 (leave it out for "
                         f"config.train.batch_size), got {batch_size}")
     config = ensure_config(BENCHMARK_RECIPES[what] if config is None else config)
+    group = int(config.train.loss_group_size)
+    if what == "train" and batch_size is not None and group and batch_size % group:
+        raise UserError(f"--batch-size: must be a multiple of config.train.loss_group_size "
+                        f"({group}; the clips normalised together), got {batch_size}")
     repeats = repeats if repeats is not None else 3 if what in ("inference", "postprocess") else 1
     with attention_implementation(config.model.attention):
         if what == "data":
