@@ -77,14 +77,20 @@ def test_display_tracks_threshold_and_labels():
     assert tracks[1].colour == visualize.track_colour(2)
 
 
-def test_write_overlays_gif_and_keyframes(tmp_path):
-    num_frames, height, width = 9, 48, 64
+def moving_box_track(num_frames, height, width, step):
+    """Grey frames and a track whose 20x20 box moves `step` pixels right per frame."""
     frames = np.full((num_frames, height, width, 3), 90, np.uint8)
     masks = np.zeros((num_frames, height, width), bool)
     for t in range(num_frames):
-        masks[t, 10:30, 5 + 3 * t: 25 + 3 * t] = True
+        masks[t, 10:30, 5 + step * t: 25 + step * t] = True
     track = visualize.DisplayTrack(0, "disk 0.80", 0.8, (255, 0, 0),
                                    [encode_rle(m) for m in masks])
+    return frames, masks, track
+
+
+def test_write_overlays_gif_and_keyframes(tmp_path):
+    num_frames, height, width = 9, 48, 64
+    frames, masks, track = moving_box_track(num_frames, height, width, step=3)
     np.testing.assert_array_equal(decode_rle(track.segmentations[4]), masks[4])
     gif_indices, key_indices = visualize.overlay_frame_indices(num_frames, 5, 2)
     assert (gif_indices, key_indices) == ([0, 2, 4, 6, 8], [0, 8])
@@ -126,12 +132,7 @@ def decode_mp4(path):
 
 def test_write_overlays_mp4_and_frame_pngs_odd_size(tmp_path):
     num_frames, height, width = 6, 47, 63  # odd: the MP4 is padded to 48x64
-    frames = np.full((num_frames, height, width, 3), 90, np.uint8)
-    masks = np.zeros((num_frames, height, width), bool)
-    for t in range(num_frames):
-        masks[t, 10:30, 5 + 4 * t: 25 + 4 * t] = True
-    track = visualize.DisplayTrack(0, "disk 0.80", 0.8, (255, 0, 0),
-                                   [encode_rle(m) for m in masks])
+    frames, masks, track = moving_box_track(num_frames, height, width, step=4)
     frames_dir = str(tmp_path / "frames")
     written = visualize.write_overlays(
         ((t, frames[t]) for t in range(num_frames)), [track], str(tmp_path), [0, 5], [],

@@ -104,19 +104,20 @@ def predict_share(config: Any, predictor: VideoPredictor, dataset: YtvisDataset,
     streams = process_count * len(devices)
     options = result_options(config.inference)
     category_ids = dataset.categories.dataset_ids
-    total = sum(len(sources.shard_videos(len(dataset.videos), process_index * len(devices) + d,
-                                         streams)) for d in range(len(devices)))
-    progress = _Progress(total, process_index, process_count, len(devices))
+    first_stream = process_index * len(devices)
+    stream_positions = [sources.shard_videos(len(dataset.videos), first_stream + index, streams)
+                        for index in range(len(devices))]
+    progress = _Progress(sum(map(len, stream_positions)), process_index, process_count,
+                         len(devices))
     begin = time.perf_counter()
 
     def run_stream(index: int) -> EvalShare:
-        stream = process_index * len(devices) + index
         on_device = predictor.on_device(devices[index])
-        share = EvalShare(sources.shard_videos(len(dataset.videos), stream, streams), [], 0,
-                          0.0, dict.fromkeys(STAGES, 0.0))
+        share = EvalShare(stream_positions[index], [], 0, 0.0, dict.fromkeys(STAGES, 0.0))
         videos = sources.iterate_eval_videos(dataset, int(config.data.test_short_side),
                                              int(config.data.test_max_size),
-                                             process_index=stream, process_count=streams)
+                                             process_index=first_stream + index,
+                                             process_count=streams)
         pending: tuple[dict[str, Any], PendingPrediction] | None = None
 
         def collect(video: dict[str, Any], handle: PendingPrediction) -> None:

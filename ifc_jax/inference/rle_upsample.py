@@ -62,7 +62,6 @@ class RleUpsampler:
         self._rows_per_source = height / grid_h
         # Output columns reading source column c as their low tap: [col_start[c], col_start[c+1]).
         self._col_start = np.searchsorted(self._col_low, np.arange(grid_w + 1))
-        self._empty = self._compress([np.array([height * width], np.uint32)])[0]
 
     def __call__(self, logits: np.ndarray) -> list[dict]:
         """RLEs of n masks: logits (n, h, w) -> n {"size": [H, W], "counts": str} (JSON-ready,
@@ -217,7 +216,3 @@ class RleUpsampler:
         return [{"size": [height, width], "counts": rle["counts"].decode("utf-8")}
                 for rle in encoded]
 
-
-def upsampled_rles(logits: np.ndarray, output_size: tuple[int, int]) -> list[dict]:
-    """RLEs of `bilinear_resize(logits[i], output_size) > 0` for logits (n, h, w)."""
-    return RleUpsampler(logits.shape[1:], output_size)(logits)
