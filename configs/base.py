@@ -75,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.sampling_frame_range = 20
     config.data.train_short_sides = (360, 480)
     config.data.train_max_size = 1333
+    # A random crop before the resize, sides drawn in (low, high) (detectron2's RandomCrop
+    # "absolute_range"; the COCO pre-training recipe uses (384, 600)); () = no crop.
+    config.data.train_crop = ()
     config.data.flip_prob = 0.5
     config.data.test_short_side = 360
     config.data.test_max_size = 1333

@@ -325,6 +325,9 @@ RULES: tuple[Rule, ...] = (
     ("data.sampling_frame_range", _at_least(1), "must be an integer >= 1"),
     ("data.train_short_sides", _positive_ints, "needs one or more positive sizes"),
     ("data.train_max_size", _at_least(1), "must be an integer >= 1"),
+    ("data.train_crop", lambda v, c: isinstance(v, tuple) and (
+        v == () or (len(v) == 2 and _positive_ints(v, c) and v[0] <= v[1])),
+     "must be () (no crop) or (low, high) crop sides with 1 <= low <= high"),
     ("data.flip_prob", _fraction(False, False), "must be in [0, 1]"),
     ("data.test_short_side", _at_least(1), "must be an integer >= 1"),
     ("data.test_max_size", _at_least(1), "must be an integer >= 1"),

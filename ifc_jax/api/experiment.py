@@ -59,11 +59,11 @@ class EvaluateDuringTraining:
     """
 
     def __init__(self, config: Any, workdir: str):
-        from ifc_jax.data.sources import split_paths
+        from ifc_jax.data.sources import prepared_on_first_use, split_paths
 
         self.config = config
         self.workdir = workdir
-        if config.data.dataset not in ("toy", "tfds"):  # those are prepared on first use
+        if not prepared_on_first_use(config.data):
             json_path, _ = split_paths(config.data, "val")
             if not storage.isfile(json_path):
                 raise UserError(f"config.train.eval_every_steps: val annotations {json_path} "

@@ -4,8 +4,9 @@
 offline) inference with tracking on every video of the config's val split, and writes
 DIR/eval/results.json (the format the YouTube-VIS / OVIS servers accept) and, when the split
 has annotations, DIR/eval/metrics.json (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs,
-ARm, ARl as fractions). The config is the one the training recorded in DIR unless --config
-is given.
+ARm, ARl as fractions). A COCO split (config.data.dataset coco, the image pre-training
+stage) is written as COCO detections and scored by pycocotools' COCOeval, same keys. The
+config is the one the training recorded in DIR unless --config is given.
 
 Examples:
   ifc-jax evaluate --workdir workdirs/toy
@@ -40,8 +41,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
         return 0
-    print(f"{summary['videos']} videos, {summary['frames']} frames, "
-          f"{summary['frames_per_second']:.1f} frames/s; results: {summary['results']}")
+    if summary["annotation_format"] == "coco":  # one-frame videos: COCO images
+        print(f"{summary['videos']} images, {summary['frames_per_second']:.1f} images/s; "
+              f"COCO detections: {summary['results']}")
+    else:
+        print(f"{summary['videos']} videos, {summary['frames']} frames, "
+              f"{summary['frames_per_second']:.1f} frames/s; results: {summary['results']}")
     if "metrics" in summary:
         metrics = summary["metrics"]
         print(format_table(["metric", "value"],

@@ -4,6 +4,9 @@ Training clip recipe (docs/training.md#clips and #targets):
   * frames: a reference frame uniform in [0, L); the other T-1 drawn WITH replacement from
     [ref - range, ref + range] ∩ [0, L) minus ref; all T sorted. With L == 1 the reference
     is repeated T times.
+  * optionally (`crop_range`, COCO pre-training), one crop per clip before the resize, as
+    detectron2's RandomCrop "absolute_range": height and width each uniform in
+    [min(side, low), min(side, high)], the box uniform over the positions that fit.
   * one short side per clip from `short_sides`, long side capped at `max_size` (detectron2
     ResizeShortestEdge, `int(x + 0.5)` rounding); frames bilinear, masks nearest neighbour.
   * static padding: the resized clip is placed top-left in a (pad_height, pad_width) canvas.
@@ -49,6 +52,7 @@ class ClipSettings:
     pad_height: int
     pad_width: int
     max_instances: int
+    crop_range: tuple[int, ...] = ()  # (low, high) of the random crop; () = no crop
 
     @classmethod
     def from_config(cls, data_config: Any) -> ClipSettings:
@@ -59,7 +63,8 @@ class ClipSettings:
                    flip_prob=float(data_config.flip_prob),
                    pad_height=int(data_config.pad_height),
                    pad_width=int(data_config.pad_width),
-                   max_instances=int(data_config.max_instances))
+                   max_instances=int(data_config.max_instances),
+                   crop_range=tuple(int(v) for v in data_config.train_crop))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +75,7 @@ class ClipPlan:
     reference_frame: int
     short_side: int
     flip: bool
+    crop: tuple[int, int, int, int] | None = None  # (top, left, height, width) in the frame
 
 
 def sample_frame_indices(rng: np.random.Generator, length: int, num_frames: int,
@@ -89,13 +95,39 @@ def sample_frame_indices(rng: np.random.Generator, length: int, num_frames: int,
     return indices, reference
 
 
-def plan_clip(rng: np.random.Generator, length: int, settings: ClipSettings) -> ClipPlan:
-    """Draws frames, short side and flip for one clip, in that order, from `rng`."""
+def sample_crop(rng: np.random.Generator, height: int, width: int, low: int,
+                high: int) -> tuple[int, int, int, int]:
+    """(top, left, crop height, crop width) of an "absolute_range" random crop: each side
+    uniform in [min(side, low), min(side, high)], then the position uniform."""
+    crop_h = int(rng.integers(min(height, low), min(height, high) + 1))
+    crop_w = int(rng.integers(min(width, low), min(width, high) + 1))
+    top = int(rng.integers(height - crop_h + 1))
+    left = int(rng.integers(width - crop_w + 1))
+    return top, left, crop_h, crop_w
+
+
+def plan_clip(rng: np.random.Generator, length: int, settings: ClipSettings,
+              frame_size: tuple[int, int] | None = None) -> ClipPlan:
+    """Draws frames, crop (only with `settings.crop_range`; needs the video's `frame_size`
+    (height, width)), short side and flip for one clip, in that order, from `rng`."""
     indices, reference = sample_frame_indices(rng, length, settings.num_frames,
                                               settings.sampling_frame_range)
+    crop = None
+    if settings.crop_range:
+        if frame_size is None:
+            raise ValueError("a clip with a random crop needs the frame size")
+        crop = sample_crop(rng, *frame_size, *settings.crop_range)
     short_side = settings.short_sides[int(rng.integers(len(settings.short_sides)))]
     flip = bool(rng.random() < settings.flip_prob)
-    return ClipPlan(indices, reference, short_side, flip)
+    return ClipPlan(indices, reference, short_side, flip, crop)
+
+
+def _crop(array: np.ndarray, crop: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The (top, left, height, width) box of a (H, W, ...) array; the array without a crop."""
+    if crop is None:
+        return array
+    top, left, height, width = crop
+    return array[top:top + height, left:left + width]
 
 
 def shortest_edge_size(height: int, width: int, short_side: int,
@@ -139,16 +171,17 @@ def _decode(track: Track, video: Video, frame: int, source: str) -> np.ndarray |
                         f"({err})") from None
 
 
-def _track_masks(track: Track, video: Video, frame_indices: np.ndarray, out_size: tuple,
-                 flip: bool, source: str = "") -> np.ndarray:
-    """Resized (and flipped) bool masks (T, h, w) of a track on the sampled frames."""
+def _track_masks(track: Track, video: Video, plan: ClipPlan, out_size: tuple,
+                 source: str = "") -> np.ndarray:
+    """Cropped, resized (and flipped) bool masks (T, h, w) of a track on the sampled frames."""
     decoded: dict[int, np.ndarray] = {}
+    frame_indices, flip = plan.frame_indices, plan.flip
     result = np.zeros((len(frame_indices), *out_size), dtype=bool)
     for t, frame in enumerate(frame_indices.tolist()):
         if frame not in decoded:
             mask = _decode(track, video, frame, source)
             decoded[frame] = (None if mask is None
-                              else frame_ops.resize_mask(mask, *out_size))
+                              else frame_ops.resize_mask(_crop(mask, plan.crop), *out_size))
         if decoded[frame] is not None:
             result[t] = decoded[frame][:, ::-1] if flip else decoded[frame]
     return result
@@ -163,7 +196,7 @@ def clip_targets(video: Video, plan: ClipPlan, out_size: tuple[int, int],
             continue
         if all(is_absent(track.segmentations[f]) for f in plan.frame_indices.tolist()):
             continue
-        masks = _track_masks(track, video, plan.frame_indices, out_size, plan.flip, source)
+        masks = _track_masks(track, video, plan, out_size, source)
         if masks.any():
             instances.append((track, masks))
     if len(instances) > max_instances:
@@ -214,13 +247,14 @@ def build_train_clip(video: Video, plan: ClipPlan, settings: ClipSettings,
     """
     T, N = len(plan.frame_indices), settings.max_instances
     H, W = settings.pad_height, settings.pad_width
-    out_h, out_w = train_clip_size(video.height, video.width, plan.short_side, settings)
+    crop_h, crop_w = (video.height, video.width) if plan.crop is None else plan.crop[2:]
+    out_h, out_w = train_clip_size(crop_h, crop_w, plan.short_side, settings)
 
     frames = np.zeros((T, H, W, 3), dtype=np.uint8)
     resized: dict[int, np.ndarray] = {}  # a frame drawn twice is decoded once
     for t, frame in enumerate(plan.frame_indices.tolist()):
         if frame not in resized:
-            image = frame_ops.load_frame(video, frame, source)
+            image = _crop(frame_ops.load_frame(video, frame, source), plan.crop)
             resized[frame] = frame_ops.resize_frame(image, out_h, out_w)
         frames[t, :out_h, :out_w] = resized[frame][:, ::-1] if plan.flip else resized[frame]
     padding_mask = np.ones((T, H, W), dtype=bool)

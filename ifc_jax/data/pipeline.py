@@ -182,7 +182,8 @@ def make_train_dataset(dataset: YtvisDataset, settings: clips.ClipSettings, *,
     def load_clip(clip_number: np.ndarray) -> list[np.ndarray]:
         epoch, position = schedule.locate(int(clip_number))
         video = dataset.videos[position]
-        plan = clips.plan_clip(schedule.clip_rng(epoch, position), video.length, settings)
+        plan = clips.plan_clip(schedule.clip_rng(epoch, position), video.length, settings,
+                               (video.height, video.width))
         clip = clips.build_train_clip(video, plan, settings, source=dataset.json_path)
         return [clip[name] for name, _, _ in TRAIN_FIELDS]
 

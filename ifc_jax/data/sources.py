@@ -5,6 +5,9 @@
     (parameters from `config.data.toy`, if the config has that section);
   * "tfds": a `youtube_vis` TFDS build (`config.data.tfds_name`), exported once into the
     YouTube-VIS layout under `config.data.root` (see tfds_adapter.py);
+  * "coco": a COCO instance-segmentation JSON + image folder (data/coco.py), every image a
+    one-frame video, for the image pre-training stage;
+  * "toy_coco": the toy dataset's frames as a COCO image set (toy.write_toy_coco);
   * anything else ("ytvis19", "ytvis21", "ovis", ...): YouTube-VIS / OVIS JSON + frame folder
     under `config.data.root` (see data/README.md).
 """
@@ -18,13 +21,21 @@ from collections.abc import Iterator
 from typing import Any
 
 from ifc_jax import storage
-from ifc_jax.data import clips, toy
+from ifc_jax.data import clips, coco, toy
 from ifc_jax.data.ytvis import CategoryMap, YtvisDataset, load_ytvis
 from ifc_jax.io import UserError, read_json
 
 log = logging.getLogger("ifc_jax.data")
 
 SPLITS = ("train", "val")
+COCO_DATASETS = ("coco", "toy_coco")  # read by data/coco.py
+PREPARED_ON_FIRST_USE = ("toy", "toy_coco", "tfds")  # written under root by the first reader
+
+
+def prepared_on_first_use(data_config: Any) -> bool:
+    """Whether the config's dataset is generated or exported by its first reader (process 0
+    of a multi-host job; the others wait), so its files need not exist beforehand."""
+    return data_config.dataset in PREPARED_ON_FIRST_USE
 
 
 def split_paths(data_config: Any, split: str) -> tuple[str, str]:
@@ -44,13 +55,17 @@ def toy_options(data_config: Any) -> dict:
 
 def load_split(data_config: Any, split: str) -> YtvisDataset:
     """Reads (preparing first, for toy / tfds sources) the `split` of a config's dataset."""
-    if data_config.dataset == "toy":
+    if data_config.dataset in ("toy", "toy_coco"):
         toy.generate_toy_dataset(data_config.root, **toy_options(data_config))
+        if data_config.dataset == "toy_coco":
+            toy.write_toy_coco(data_config.root)
     elif data_config.dataset == "tfds":
         from ifc_jax.data import tfds_adapter  # imports TensorFlow Datasets
 
         tfds_adapter.export_tfds_split(data_config, split)
     json_path, frames_dir = split_paths(data_config, split)
+    if data_config.dataset in COCO_DATASETS:
+        return coco.load_coco(json_path, frames_dir, check_files=data_config.check_frame_files)
     return load_ytvis(json_path, frames_dir,
                       check_frame_files=data_config.check_frame_files)
 

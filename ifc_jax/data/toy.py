@@ -13,6 +13,10 @@ frames are motion-blurred (the frame averages sub-frame renders; the mask is the
 frame's own time). Videos have varying lengths. Both splits are annotated (valid.json too), so
 the toy model can be scored.
 
+`write_toy_coco` also writes the frames as a COCO image set (root/coco/instances_train.json
+and instances_valid.json, every COCO_FRAME_STEP-th frame an image), for the COCO pre-training
+stage on a CPU (dataset "toy_coco").
+
 Deterministic from the seed: video i of a split depends only on (seed, split, i).
 No TensorFlow here.
 """
@@ -31,7 +35,7 @@ from PIL import Image
 
 from ifc_jax import storage
 from ifc_jax.data import masks as mask_codec
-from ifc_jax.io import UserError
+from ifc_jax.io import UserError, atomic_write_bytes
 
 GENERATOR_VERSION = 1
 SPLITS = {"train": 0, "valid": 1}
@@ -392,3 +396,57 @@ def _replace_dir(staging: str, root: str, spec: ToySpec) -> None:
         except OSError:
             if not is_generated(root, spec):  # lost a race against a different generation
                 raise
+
+
+COCO_FOLDER = "coco"
+COCO_FRAME_STEP = 4  # every 4th frame of a toy video is an image of the toy COCO set
+
+
+def coco_json(split: str) -> str:
+    """Path of the toy COCO file of `split` ("train" or "valid"), relative to the root."""
+    return f"{COCO_FOLDER}/instances_{split}.json"
+
+
+def write_toy_coco(root: str) -> None:
+    """Writes the toy COCO files of both splits beside a generated toy dataset at `root`
+    (no-op when they are there; they derive from the video files alone).
+
+    Frame t of a video (t = 0, 4, 8, ...) is an image whose `file_name` is the frame's path
+    relative to `root`; each object visible in it is an annotation with the segmentation the
+    video file gives that frame (so the set mixes RLE, uncompressed RLE and polygons when the
+    toy dataset does), its area and box.
+    """
+    for split in SPLITS:
+        if storage.is_url(root):
+            if not storage.isfile(storage.join(root, coco_json(split))):
+                raise UserError(f"{root}: no toy COCO files there; they are generated on local "
+                                "disk only (generate them locally and copy the folder there)")
+            continue
+        path = os.path.join(root, coco_json(split))
+        if os.path.isfile(path):
+            continue
+        with open(os.path.join(root, f"{split}.json"), encoding="utf-8") as f:
+            videos = json.load(f)
+        images, annotations = [], []
+        by_video: dict[int, list[dict]] = {}
+        for track in videos["annotations"]:
+            by_video.setdefault(track["video_id"], []).append(track)
+        for video in videos["videos"]:
+            for frame in range(0, len(video["file_names"]), COCO_FRAME_STEP):
+                image_id = len(images) + 1
+                images.append({"id": image_id, "height": video["height"],
+                               "width": video["width"],
+                               "file_name": f"{split}/JPEGImages/{video['file_names'][frame]}"})
+                for track in by_video.get(video["id"], []):
+                    if mask_codec.is_absent(track["segmentations"][frame]):
+                        continue
+                    annotations.append({
+                        "id": len(annotations) + 1, "image_id": image_id,
+                        "category_id": track["category_id"], "iscrowd": 0,
+                        "segmentation": track["segmentations"][frame],
+                        "area": track["areas"][frame], "bbox": track["bboxes"][frame]})
+        content = {"info": {"description": f"ifc-jax toy dataset, {split} frames as images"},
+                   "images": images, "annotations": annotations,
+                   "categories": videos["categories"]}
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_bytes(path, json.dumps(content).encode())

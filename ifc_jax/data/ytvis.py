@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -96,8 +97,11 @@ class Video:
 
     @property
     def name(self) -> str:
-        """The folder name of the frames (YouTube-VIS video name)."""
-        return os.path.dirname(self.file_names[0]) if self.file_names else str(self.video_id)
+        """The folder name of the frames (YouTube-VIS video name); an image's file name for
+        the one-frame videos of a COCO file."""
+        if not self.file_names:
+            return str(self.video_id)
+        return os.path.dirname(self.file_names[0]) or self.file_names[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +113,9 @@ class YtvisDataset:
     videos: tuple[Video, ...]
     categories: CategoryMap
     has_annotations: bool  # has_ground_truth: False for a test split (nothing to score)
+    # "ytvis": a YouTube-VIS / OVIS file; "coco": a COCO image file, each image a one-frame
+    # video (data/coco.py), written and scored as COCO detections.
+    annotation_format: str = "ytvis"
 
     def video_by_id(self, video_id: int) -> Video:
         for video in self.videos:
@@ -195,12 +202,12 @@ def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
                             width=int(raw["width"]), file_names=file_names, frame_paths=paths,
                             tracks=tuple(tracks_by_video[video_id])))
     if check_frame_files:
-        _check_frame_files(videos, json_path)
+        check_files_exist(videos, json_path)
     return YtvisDataset(json_path=json_path, frames_dir=frames_dir, videos=tuple(videos),
                         categories=category_map, has_annotations=has_ground_truth(content))
 
 
-def _check_frame_files(videos: list[Video], json_path: str) -> None:
+def check_files_exist(videos: Sequence[Video], json_path: str) -> None:
     """UserError naming the first frame file (in video order) that does not exist.
 
     Local files: one stat each. Cloud storage: one listing per frame folder (a stat per frame

@@ -2,8 +2,9 @@
 score it; with several processes, each predicts its share of the videos.
 
 Writes OUTPUT_DIR/results.json (the YouTube-VIS / OVIS server format) and, when the split has
-annotations, OUTPUT_DIR/metrics.json (the official metric computed locally). No TensorFlow:
-videos are decoded with `ifc_jax.data.sources.iterate_eval_videos`.
+annotations, OUTPUT_DIR/metrics.json (the official metric computed locally). A COCO split
+(one-frame videos, data/coco.py) is written as COCO detections and scored by COCOeval. No
+TensorFlow: videos are decoded with `ifc_jax.data.sources.iterate_eval_videos`.
 
 The work is two steps, usable apart (evaluation during training calls them with a predictor
 it keeps between evaluations):
@@ -31,6 +32,7 @@ from typing import Any
 from ifc_jax import storage
 from ifc_jax.data import sources
 from ifc_jax.data.ytvis import YtvisDataset
+from ifc_jax.evaluation.coco_metric import coco_detections, evaluate_coco
 from ifc_jax.evaluation.results import result_options, video_results, write_results_json
 from ifc_jax.evaluation.ytvis_metric import evaluate_results
 from ifc_jax.inference.predictor import STAGES, PendingPrediction, VideoPredictor
@@ -228,6 +230,9 @@ def write_evaluation(dataset: YtvisDataset, predicted: EvalShare, output_dir: st
     in the summary and in metrics.json under "run".
     """
     results = predicted.flat_results()
+    images = dataset.annotation_format == "coco"  # one-frame videos: COCO detections
+    if images:
+        results = coco_detections(results)
     storage.makedirs(output_dir)
     results_path = storage.join(output_dir, "results.json")
     metrics_path = storage.join(output_dir, "metrics.json")
@@ -238,6 +243,7 @@ def write_evaluation(dataset: YtvisDataset, predicted: EvalShare, output_dir: st
     summary: dict[str, Any] = {
         "results": results_path,
         "videos": len(dataset.videos),
+        "annotation_format": dataset.annotation_format,  # "coco": the videos are images
         "frames": predicted.frames,
         "predictions": len(results),
         "seconds": predicted.seconds,
@@ -249,8 +255,11 @@ def write_evaluation(dataset: YtvisDataset, predicted: EvalShare, output_dir: st
         write_results_json(pending_results, results)
         if dataset.has_annotations:
             ground_truth = read_json(dataset.json_path, "annotation file")
-            metrics = evaluate_results(ground_truth, results, gt_source=dataset.json_path,
-                                       results_source=results_path)
+            if images:
+                metrics = evaluate_coco(ground_truth, results, gt_source=dataset.json_path)
+            else:
+                metrics = evaluate_results(ground_truth, results, gt_source=dataset.json_path,
+                                           results_source=results_path)
             atomic_write_bytes(pending_metrics, (json.dumps(
                 {**metrics, "run": summary["run"]}, indent=2) + "\n").encode())
             summary["metrics"] = metrics

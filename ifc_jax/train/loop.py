@@ -101,10 +101,12 @@ def check_batch_split(batch: int, device_count: int, process_count: int) -> None
 def check_can_train(config: Any, device_count: int, process_count: int) -> None:
     """What the validated config cannot know alone: that the batch splits over the devices
     and processes that run it, and that the files it names exist. UserError otherwise."""
+    from ifc_jax.data import sources
+
     check_batch_split(config.train.batch_size, device_count, process_count)
     data = config.data
-    # The toy dataset is generated and a TFDS build exported on first use.
-    if data.dataset not in ("toy", "tfds"):
+    # The toy datasets are generated and a TFDS build exported on first use.
+    if not sources.prepared_on_first_use(data):
         json_path = storage.join(data.root, data.train_json)
         if not storage.isfile(json_path):
             raise UserError(f"config.data.root: training annotations {json_path} not found "
@@ -122,10 +124,11 @@ def _load_train_split(config: Any) -> Any:
     on first use: process 0 writes it, the others wait)."""
     from ifc_jax.data import sources
 
-    generated_here = config.data.dataset == "toy" and jax.process_index() == 0
+    generated = config.data.dataset in ("toy", "toy_coco")
+    generated_here = generated and jax.process_index() == 0
     if generated_here:
         dataset = sources.load_split(config.data, "train")
-    if config.data.dataset == "toy":
+    if generated:
         _sync("toy dataset ready")
     if not generated_here:
         dataset = sources.load_split(config.data, "train")
