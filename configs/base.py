@@ -95,6 +95,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.tfds_name = "youtube_vis/only_frames_with_labels"
     config.data.tfds_data_dir = ""
     config.data.tfds_frame_stride = 0
+    # The folder of the official train.json / valid.json the build was made from (TFDS's
+    # manual_dir): the export then keeps their video ids, frame file names and categories, so
+    # evaluate's results.json can be submitted. "": ids 1..N in the build's order (a warning).
+    config.data.tfds_manual_dir = ""
     # dataset == "toy" only: how the built-in toy dataset is generated (ifc_jax/data/toy.py).
     config.data.toy = ml_collections.ConfigDict()
     config.data.toy.seed = 0

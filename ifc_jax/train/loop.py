@@ -120,16 +120,17 @@ def make_mesh() -> Mesh:
 
 
 def _load_train_split(config: Any) -> Any:
-    """The train split, its categories checked against the model (the toy dataset is generated
-    on first use: process 0 writes it, the others wait)."""
+    """The train split, its categories checked against the model (the toy datasets are
+    generated and a TFDS build exported on first use: process 0 writes them, the others
+    wait)."""
     from ifc_jax.data import sources
 
-    generated = config.data.dataset in ("toy", "toy_coco")
+    generated = sources.prepared_on_first_use(config.data)  # process 0 writes, others wait
     generated_here = generated and jax.process_index() == 0
     if generated_here:
         dataset = sources.load_split(config.data, "train")
     if generated:
-        _sync("toy dataset ready")
+        _sync("training split ready")
     if not generated_here:
         dataset = sources.load_split(config.data, "train")
     if dataset.categories.num_classes != config.model.num_classes:
