@@ -160,6 +160,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Near-online windows run this many per device call (several strides of frames per
     # chunk); offline windows (S = T) run one per call.
     config.inference.windows_per_call = 8
+    # 0: frames go to the model at their resized size (one compiled program per size; a video
+    # dataset has few). N: padded at the bottom/right to a multiple of N, the padding masked
+    # as in training, so image sets of many sizes (COCO) compile a few programs, not hundreds.
+    config.inference.pad_size_multiple = 0
     # Host threads encoding the final masks as RLEs while the device works (0: inline).
     config.inference.host_threads = 2
     config.inference.class_threshold = 0.01  # results keep (track, class) above it

@@ -54,4 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     inference.window_frames = 1
     inference.window_stride = 1
     inference.multi_class = False  # one detection per query: its best class (DETR's rule)
+    # Images of many sizes: padded to multiples of 128 (masked, as the training canvas is),
+    # a few compiled programs instead of one per size.
+    inference.pad_size_multiple = 128
     return config

@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
     inference.window_frames = 1
     inference.window_stride = 1
     inference.multi_class = False
+    inference.pad_size_multiple = 64
     inference.drop_empty_tracks = False
     inference.min_track_pixels = 0
     return config

@@ -10,8 +10,14 @@ os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Compiled programs are shared across tests and the subprocesses they start (the resume and
-# multi-process tests run main.py several times): a per-session persistent cache.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ifc-jax-xla-"))
+# multi-process tests run main.py several times): a per-session persistent cache, one for
+# all pytest-xdist workers of the run (JAX writes its entries atomically).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"ifc-jax-xla-{_RUN}") if _RUN
+    else tempfile.mkdtemp(prefix="ifc-jax-xla-"))
+os.makedirs(os.environ["JAX_COMPILATION_CACHE_DIR"], exist_ok=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Tests check behaviour, not speed: a cheaper XLA backend halves CPU compile times.

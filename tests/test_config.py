@@ -50,6 +50,7 @@ BAD_VALUES = {
     "data.sampling_frame_range": ["0"],
     "data.train_short_sides": ["()"],
     "data.train_crop": ["(600, 384)"],
+    "inference.pad_size_multiple": ["48"],
     "data.train_max_size": ["0"],
     "data.flip_prob": ["1.5"],
     "data.test_short_side": ["0"],

@@ -109,6 +109,36 @@ def test_short_video_single_window_masks_match_reference(model_and_variables):
             assert (decoded != expected).sum() <= 3
 
 
+def test_padded_input_sizes_share_one_program_and_mask_the_padding(model_and_variables):
+    """pad_size_multiple: frames of two sizes go to the model at one padded size (one compiled
+    program each), and the result is the model's on that padded input with the padding
+    masked, cropped to the frame's own stride-8 cells."""
+    model, variables = model_and_variables
+    predictor = VideoPredictor(model, variables, window_frames=5, window_stride=5,
+                               match_threshold=0.05, pad_size_multiple=64)
+    for height, width, seed in ((36, 52, 3), (60, 40, 4)):
+        frames = _video(2, seed=seed, height=height, width=width)
+        result = predictor.predict(list(frames), 2, (height, width), (height, width))
+        padded = np.zeros((2, 64, 64, 3), np.uint8)
+        padded[:, :height, :width] = frames
+        padding = np.ones((1, 2, 64, 64), bool)
+        padding[..., :height, :width] = False
+        out = model.apply(variables, jnp.asarray(padded)[None], jnp.asarray(padding))
+        probs = np.asarray(jax.nn.softmax(out["pred_logits"][-1, 0], axis=-1))
+        kept = np.flatnonzero(np.argmax(probs, -1) != probs.shape[-1] - 1)
+        assert len(result.class_probs) == len(kept) > 0
+        cells = (-(-height // 8), -(-width // 8))
+        for track, query in enumerate(kept):
+            np.testing.assert_allclose(result.class_probs[track], probs[query], atol=1e-5)
+            for t in range(2):
+                logits = np.asarray(out["pred_masks"][-1, 0, query, t])[:cells[0], :cells[1]]
+                expected = ref.torch_bilinear(logits.astype(np.float64), height, width) > 0
+                decoded = mask_util.decode(result.segmentations[track][t]).astype(bool)
+                assert (decoded != expected).sum() <= 3
+    assert predictor.encode_frames._cache_size() == 1
+    assert predictor.run_windows._cache_size() == 1
+
+
 @pytest.fixture(scope="module")
 def toy_workdir(tmp_path_factory):
     """A tiny toy split and a random-init checkpoint (class 0 favoured) in a workdir."""

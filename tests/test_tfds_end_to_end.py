@@ -126,22 +126,23 @@ def _main(*args):
 
 
 def test_train_and_evaluate_from_tfds_equal_the_original_files(built):
+    """`train` from the TFDS source, evaluating it at its step (the recorded config), then
+    `evaluate` of that checkpoint on the original files: the same results.json."""
     base, raw, name, data_dir = built
     workdir = base / "work"
     _main("train", "--config", "configs/toy.py", "--workdir", str(workdir), *SMALL,
           "--config.data.dataset=tfds", f"--config.data.root={base / 'export_e2e'}",
           f"--config.data.tfds_name={name}", f"--config.data.tfds_data_dir={data_dir}",
           f"--config.data.tfds_manual_dir={raw}", "--config.train.num_steps=1",
-          "--config.train.checkpoint_every=1")
-    _main("evaluate", "--workdir", str(workdir))  # the recorded config: the TFDS source
+          "--config.train.checkpoint_every=1", "--config.train.eval_every_steps=1")
     _main("evaluate", "--workdir", str(workdir), "--config.data.dataset=ytvis19",  # the files
           f"--config.data.root={raw}", "--output", str(workdir / "eval_raw"))
-    from_tfds = json.loads((workdir / "eval" / "results.json").read_text())
+    from_tfds = json.loads((workdir / "eval" / "step_1" / "results.json").read_text())
     from_files = json.loads((workdir / "eval_raw" / "results.json").read_text())
     assert from_tfds and from_tfds == from_files
     valid = json.loads((base / "raw" / "valid.json").read_text())
     assert {entry["video_id"] for entry in from_tfds} <= {v["id"] for v in valid["videos"]}
     metrics = [json.loads((workdir / folder / "metrics.json").read_text())
-               for folder in ("eval", "eval_raw")]
+               for folder in ("eval/step_1", "eval_raw")]
     assert {k: v for k, v in metrics[0].items() if k != "run"} == {
         k: v for k, v in metrics[1].items() if k != "run"}

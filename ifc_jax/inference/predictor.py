@@ -78,23 +78,36 @@ def window_bounds(num_frames: int, window_frames: int, window_stride: int
         start += window_stride
 
 
-def pad_chunk(frames: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_chunk(frames: np.ndarray, chunk: int, frame_size: tuple[int, int] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """The inputs of one `encode_frames` call from F <= chunk frames (F, H, W, 3) uint8.
 
     Returns pixels (chunk, H, W, 3), the frames followed by blank filler frames, and padding
     (chunk, H, W) bool, True on every pixel of the filler frames (so one compiled shape serves
-    a video's last, shorter chunk).
+    a video's last, shorter chunk) and, when the frames are only `frame_size` (h, w) at the
+    top-left of a larger (H, W) (`pad_size_multiple`), on the pixels outside it.
     """
     count = len(frames)
     if count > chunk:
         raise ValueError(f"{count} frames do not fit a chunk of {chunk}")
     padding = np.zeros((chunk, *frames.shape[1:3]), bool)
+    if frame_size is not None:
+        padding[:, frame_size[0]:, :] = True
+        padding[:, :, frame_size[1]:] = True
     if count == chunk:
         return frames, padding
     pixels = np.zeros((chunk, *frames.shape[1:]), np.uint8)
     pixels[:count] = frames
     padding[count:] = True
     return pixels, padding
+
+
+def padded_input_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """The model input size of (height, width) frames: themselves (multiple 0), else each side
+    rounded up to a multiple of `multiple`."""
+    if not multiple:
+        return height, width
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
 @dataclass(frozen=True)
@@ -259,12 +272,15 @@ class VideoPredictor:
     with the same compiled functions."""
 
     def __init__(self, model: IFC, variables: Any, *, window_frames: int, window_stride: int,
-                 match_threshold: float, windows_per_call: int = 8, host_threads: int = 2):
-        """window_frames T, window_stride S, match_threshold, windows_per_call and
-        host_threads as in `config.inference` (docs/inference.md); `from_config` reads them
-        from there."""
-        if windows_per_call < 1 or host_threads < 0:
-            raise ValueError("windows_per_call must be >= 1 and host_threads >= 0")
+                 match_threshold: float, windows_per_call: int = 8, host_threads: int = 2,
+                 pad_size_multiple: int = 0):
+        """window_frames T, window_stride S, match_threshold, windows_per_call, host_threads
+        and pad_size_multiple as in `config.inference` (docs/inference.md); `from_config`
+        reads them from there."""
+        if windows_per_call < 1 or host_threads < 0 or pad_size_multiple < 0:
+            raise ValueError("windows_per_call must be >= 1, host_threads and "
+                             "pad_size_multiple >= 0")
+        self.pad_size_multiple = pad_size_multiple
         self.model = model
         self.variables = variables
         self.window_frames = window_frames
@@ -303,7 +319,8 @@ class VideoPredictor:
                    window_stride=inference_config.window_stride,
                    match_threshold=inference_config.match_threshold,
                    windows_per_call=inference_config.windows_per_call,
-                   host_threads=inference_config.host_threads)
+                   host_threads=inference_config.host_threads,
+                   pad_size_multiple=inference_config.pad_size_multiple)
 
     def on_device(self, device: jax.Device) -> VideoPredictor:
         """A predictor running on `device`: the variables copied there, the compiled
@@ -361,9 +378,12 @@ class VideoPredictor:
     def _chunks(self, frames: Iterable[np.ndarray], height: int, width: int,
                 seconds: dict[str, float], read: list[int]) -> Iterator[dict[str, jax.Array]]:
         """Features of each chunk of chunk_frames frames in order (dispatched, not awaited);
-        the last chunk is padded in time with blank frames. read[0] counts the frames read."""
+        the last chunk is padded in time with blank frames, every frame in space up to
+        `padded_input_size`. read[0] counts the frames read."""
         chunk = self.chunk_frames
-        buffer = np.zeros((chunk, height, width, 3), np.uint8)
+        input_size = padded_input_size(height, width, self.pad_size_multiple)
+        frame_size = None if input_size == (height, width) else (height, width)
+        buffer = np.zeros((chunk, *input_size, 3), np.uint8)
         count = 0
         frames = iter(frames)
         while True:
@@ -375,19 +395,21 @@ class VideoPredictor:
             frame = np.asarray(frame)
             if frame.shape != (height, width, 3):
                 raise ValueError(f"frame of shape {frame.shape}, expected {(height, width, 3)}")
-            buffer[count] = frame
+            buffer[count, :height, :width] = frame
             count += 1
             read[0] += 1
             if count == chunk:
-                yield self._encode(buffer, seconds)
+                yield self._encode(buffer, frame_size, seconds)
                 buffer = np.zeros_like(buffer)  # the dispatched call may still read it
                 count = 0
         if count:
-            yield self._encode(buffer[:count], seconds)
+            yield self._encode(buffer[:count], frame_size, seconds)
 
-    def _encode(self, frames: np.ndarray, seconds: dict[str, float]) -> dict[str, jax.Array]:
+    def _encode(self, frames: np.ndarray, frame_size: tuple[int, int] | None,
+                seconds: dict[str, float]) -> dict[str, jax.Array]:
         begin = time.perf_counter()
-        features = self.encode_frames(self.variables, *pad_chunk(frames, self.chunk_frames))
+        features = self.encode_frames(self.variables,
+                                      *pad_chunk(frames, self.chunk_frames, frame_size))
         seconds["dispatch"] += time.perf_counter() - begin
         return features
 
@@ -410,6 +432,10 @@ class VideoPredictor:
         """
         height, width = resized_size
         valid_size = stride8_valid_size(height, width)
+        # The device crops the logits to the stride-8 cells of its input (one program per
+        # input size); the tracker crops them to the frame's own cells.
+        device_cells = stride8_valid_size(*padded_input_size(height, width,
+                                                              self.pad_size_multiple))
         seconds = dict.fromkeys(STAGES, 0.0)
         read = [0]  # frames read from `frames` so far
         tracking = VideoTracking(num_frames, self.match_threshold, valid_size, output_size,
@@ -461,7 +487,7 @@ class VideoPredictor:
             offsets, lengths = self._call_inputs(call, num_frames)
             begin = time.perf_counter()
             outputs = self.run_windows(self.variables, first, second, offsets, lengths,
-                                       valid_size=valid_size)
+                                       valid_size=device_cells)
             for name in ("count", "probs", "logits"):
                 outputs[name].copy_to_host_async()
             seconds["dispatch"] += time.perf_counter() - begin
