@@ -206,3 +206,28 @@ def test_toy_coco_files_follow_the_video_files(tmp_path):
                 tracks = [t for t in videos["annotations"] if t["video_id"] == video["id"]
                           and t["segmentations"][frame] is not None]
                 assert len(image.tracks) == len(tracks)
+
+
+def test_score_takes_a_coco_file_and_its_detections(tmp_path, capsys):
+    from ifc_jax import cli
+
+    content = hand_built_coco()
+    gt_path = write_json(str(tmp_path / "gt.json"), content)
+    gt = COCO(gt_path)
+    masks = {a["id"]: gt.annToMask(a).astype(bool) for a in content["annotations"]}
+    found = coco_detections([_detection(7, 90, masks[1], 0.9), _detection(7, 1, masks[2], 0.8),
+                             _detection(7, 77, masks[2], 0.5)])  # 77: no such category
+    results = write_json(str(tmp_path / "detections.json"), found)
+    capsys.readouterr()  # pycocotools' own messages above
+    assert cli.main(["score", "--gt", gt_path, "--results", results, "--json",
+                     "--per-category"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    # toothbrush and person found, the car missed: AP (1 + 1 + 0) / 3; the car's AP is 0.
+    assert scored["AP"] == pytest.approx(2 / 3)
+    assert {c["id"]: c["AP"] for c in scored["per_category"]} == pytest.approx(
+        {1: 1.0, 3: 0.0, 90: 1.0})
+    write_json(str(tmp_path / "bad.json"), [{"image_id": 7, "score": 1.0}])
+    assert cli.main(["score", "--gt", gt_path, "--results", str(tmp_path / "bad.json")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and "bad.json" in error[0]
+    assert "category_id, segmentation" in error[0]

@@ -150,19 +150,23 @@ def _plot_flops(path: str, variants: Sequence[str], height: int, width: int,
 
 
 def score(gt: str, results: str) -> dict[str, Any]:
-    """AP/AR of a results.json against YouTube-VIS / OVIS ground truth (docs/metric.md).
+    """AP/AR of a results.json against YouTube-VIS / OVIS ground truth (docs/metric.md), or
+    of COCO detections against a COCO file (pycocotools' COCOeval, segm).
 
     Returns {"metrics", "per_category", "videos", "categories", "predictions",
     "dropped_predictions", "videos_without_predictions", "occlusion"}: metric values are
     fractions, -1 undefined; "per_category" lists {"id", "name", "AP"} per GT category in id
     order (`per_category_ap`). A GT file without annotations (a test split) is a UserError.
     """
+    from ifc_jax.data.coco import is_coco
     from ifc_jax.evaluation.ytvis_io import require_ground_truth
     from ifc_jax.evaluation.ytvis_metric import evaluate, load_results, parse_ground_truth
     from ifc_jax.io import read_json
 
     # Read once: the metric's parser keeps category ids only, the names come from here.
     content = require_ground_truth(read_json(gt, "ground-truth file"), gt)
+    if is_coco(content):
+        return _score_coco(content, gt, results)
     ground_truth = parse_ground_truth(content, gt)
     evaluation = evaluate(ground_truth, load_results(results, ground_truth))
     return {"metrics": evaluation.metrics,
@@ -173,7 +177,26 @@ def score(gt: str, results: str) -> dict[str, Any]:
             "predictions": evaluation.num_predictions,
             "dropped_predictions": evaluation.dropped_predictions,
             "videos_without_predictions": evaluation.videos_without_predictions,
-            "occlusion": ground_truth.has_occlusion}
+            "occlusion": ground_truth.has_occlusion, "annotation_format": "ytvis"}
+
+
+def _score_coco(content: dict, gt: str, results: str) -> dict[str, Any]:
+    """`score` of COCO detections against a COCO file: pycocotools' COCOeval (segm); the
+    same keys, "videos" counting images."""
+    from ifc_jax.evaluation.coco_metric import check_detections, score_coco
+    from ifc_jax.io import read_json
+
+    detections = check_detections(read_json(results, "results file"), results)
+    known = {category["id"] for category in content.get("categories") or []}
+    kept = [d for d in detections if d["category_id"] in known]
+    metrics, ap_by_id = score_coco(content, kept, gt_source=gt)
+    images = {image["id"] for image in content["images"]}
+    return {"metrics": metrics,
+            "per_category": per_category_ap(ap_by_id, content["categories"]),
+            "videos": len(images), "categories": len(known), "predictions": len(detections),
+            "dropped_predictions": len(detections) - len(kept),
+            "videos_without_predictions": len(images - {d["image_id"] for d in kept}),
+            "occlusion": False, "annotation_format": "coco"}
 
 
 def per_category_ap(ap_by_id: dict[int, float], categories: Sequence[dict]

@@ -3,7 +3,9 @@
 AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl exactly as the official
 YouTube-VIS evaluator computes them (docs/metric.md, quirks included); with OVIS ground
 truth (per-frame `occlusion` labels) also AP/AR for slight, moderate and heavy occlusion.
-Values are fractions in [0, 1]; -1 means undefined (no ground truth in that range).
+Values are fractions in [0, 1]; -1 means undefined (no ground truth in that range). A COCO
+ground-truth file (an `images` list: the COCO pre-training stage) is scored with pycocotools'
+COCOeval instead, the results being COCO detections (what `evaluate` writes for it).
 --per-category adds each category's AP (IoU 0.50:0.95, area all, 100 detections; the summary
 AP is their mean over the categories with ground truth). A GT file without annotations (a
 test split, e.g. the official valid.json) cannot be scored: hold out labelled videos of the
@@ -46,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {scored['dropped_predictions']} predictions in {args.results} have a "
               f"category_id not in {args.gt} and were ignored (as the official evaluator does)",
               file=sys.stderr)
+    unit = "images" if scored["annotation_format"] == "coco" else "videos"
     if scored["videos_without_predictions"]:
-        print(f"note: {scored['videos_without_predictions']} of {scored['videos']} videos in "
+        print(f"note: {scored['videos_without_predictions']} of {scored['videos']} {unit} in "
               f"{args.gt} have no predictions (their ground truth counts as missed)",
               file=sys.stderr)
     if args.json:
@@ -58,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     kind = "YouTube-VIS metric with OVIS occlusion ranges" if scored["occlusion"] else \
         "YouTube-VIS metric"
-    print(f"{kind} (segm): {scored['videos']} videos, {scored['categories']} categories, "
+    if unit == "images":
+        kind = "COCO mask AP (pycocotools COCOeval)"
+    print(f"{kind} (segm): {scored['videos']} {unit}, {scored['categories']} categories, "
           f"{scored['predictions']} predictions")
     print(format_table(["metric", "value"], [[key, _format_value(value)]
                                              for key, value in scored["metrics"].items()]))

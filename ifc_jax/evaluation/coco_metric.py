@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,14 @@ def evaluate_coco(ground_truth: dict, detections: list[dict], *,
     """COCOeval's 12 segm metrics (METRIC_KEYS order: AP, AP50, AP75, APs, APm, APl, AR1,
     AR10, AR100, ARs, ARm, ARl) as fractions, -1 where undefined. COCOeval's printed table
     goes to the debug log."""
+    return score_coco(ground_truth, detections, gt_source=gt_source)[0]
+
+
+def score_coco(ground_truth: dict, detections: list[dict], *,
+               gt_source: str = "ground truth") -> tuple[dict[str, float], dict[int, float]]:
+    """(the `evaluate_coco` metrics, {category id: AP}) where a category's AP is COCOeval's
+    precision averaged over IoU 0.50:0.95 and recall, area all, 100 detections (-1 for a
+    category without ground truth); the summary AP is their mean over the others."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -67,7 +76,29 @@ def evaluate_coco(ground_truth: dict, detections: list[dict], *,
                         f"({type(err).__name__}: {err})") from None
     log.debug("COCOeval:\n%s", printed.getvalue())
     stats = np.asarray(evaluator.stats, np.float64)
-    return {key: float(value) for key, value in zip(METRIC_KEYS, stats, strict=True)}
+    metrics = {key: float(value) for key, value in zip(METRIC_KEYS, stats, strict=True)}
+    precision = evaluator.eval["precision"]  # (IoU, recall, category, area, max dets)
+    per_category = {}
+    for index, category_id in enumerate(evaluator.params.catIds):
+        values = precision[:, :, index, 0, -1]
+        values = values[values > -1]
+        per_category[int(category_id)] = float(values.mean()) if values.size else -1.0
+    return metrics, per_category
+
+
+def check_detections(detections: Any, source: str) -> list[dict]:
+    """The detections of a COCO results file, checked: a list of objects with image_id,
+    category_id, segmentation and score. UserError naming `source` otherwise."""
+    needed = {"image_id", "category_id", "segmentation", "score"}
+    if not isinstance(detections, list):
+        raise UserError(f"{source}: expected a list of COCO detections "
+                        "{image_id, category_id, segmentation, score}")
+    for position, detection in enumerate(detections):
+        if not isinstance(detection, dict) or not needed <= set(detection):
+            missing = sorted(needed - set(detection)) if isinstance(detection, dict) else needed
+            raise UserError(f"{source}: detection {position} has no {', '.join(missing)} "
+                            "(a COCO detection: image_id, category_id, segmentation, score)")
+    return detections
 
 
 def _ground_truth_for_eval(content: dict) -> dict:
