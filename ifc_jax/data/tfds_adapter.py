@@ -15,8 +15,12 @@ Which frames are "annotated frames" (the YouTube-VIS frame list):
   * `*_only_frames_with_labels` builds store just those: `annotated_frame_stride=None`;
   * the full builds store every frame, annotated ones being every 5th: pass 5.
 
-`export_tfds_split` writes the YouTube-VIS layout (JPEG frames + JSON) once, and the ordinary
-reader takes over.
+`export_tfds_split` writes the YouTube-VIS layout once and the ordinary reader takes over. The
+frames are read still encoded and written as they are (a native build stores the original
+JPEG files, so the export has them byte for byte; a resized build's are PNG). TFDS keeps no
+video ids or frame file names: with the official JSON of the split (`tfds_manual_dir`) each
+video takes its official id, file names and the official categories back, so results of the
+export are those of the original files; without it, ids run 1..N in the build's order.
 TensorFlow Datasets is imported only by `export_tfds_split`.
 """
 
@@ -114,8 +118,8 @@ def example_to_ytvis(example: Mapping[str, Any], video_id: int, *,
     `example["video"]` holds either the encoded frames (TFDS's SkipDecoding: bytes, written to
     disk as they are) or decoded frames (L, H, W, 3); the returned frames are the annotated
     ones (L' of them) in the same form. `reference`: the official JSON's entry of this video
-    (matched by name): its id, file names and size are kept, so results of the export are
-    those of the original files. Without it the video gets `video_id` and file names
+    (matched by name): its id and file names are kept (the size is the build's: the
+    official one for a native build). Without it the video gets `video_id` and file names
     '<video_name>/<index in the TFDS video>'.
     """
     all_frames = example["video"]
@@ -302,7 +306,15 @@ def _warn_about_the_export(content: dict, data_config: Any, stride: int | None,
                     "every frame (a full build)? Objects are absent from the frames in "
                     "between; set config.data.tfds_frame_stride=%d", data_config.tfds_name,
                     step, step)
-    if reference is None:
+    if reference is not None:
+        official = {int(v["id"]): (v.get("height"), v.get("width")) for v in reference["videos"]}
+        resized = sum(official.get(v["id"]) != (v["height"], v["width"])
+                      for v in content["videos"])
+        if resized:
+            log.warning("%s: %d videos are not at their official size (a resized build): "
+                        "they train, but results made from them are at the build's size and "
+                        "cannot be submitted", data_config.tfds_name, resized)
+    else:
         log.warning("%s exported without config.data.tfds_manual_dir: the videos are numbered "
                     "1..%d in the build's order, not with their official ids, so a "
                     "results.json made from it cannot be submitted (set tfds_manual_dir to the "
