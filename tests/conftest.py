@@ -35,3 +35,15 @@ def tiny_config():
     from ifc_jax.config import load_config
 
     return load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, the slowest first (`@pytest.mark.slow(seconds)`, about what each
+    takes on a quiet 2-core machine): the two workers take tests as they free up, so the long
+    ones overlap at the start instead of one of them ending the run alone."""
+
+    def expected_seconds(item) -> int:
+        marker = item.get_closest_marker("slow")
+        return (marker.args[0] if marker.args else 1) if marker else 0
+
+    items.sort(key=expected_seconds, reverse=True)  # stable: the rest keep their order

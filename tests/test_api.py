@@ -90,6 +90,7 @@ def _open(path):
     return open_video(path)
 
 
+@pytest.mark.slow(50)
 def test_evaluate_uses_the_recorded_config_and_overrides_apply_to_it(demo_like, monkeypatch,
                                                                       capsys):
     monkeypatch.chdir(demo_like)

@@ -89,6 +89,7 @@ def _local_files(folder) -> list[str]:
                   for top, _, names in os.walk(folder) for name in names)
 
 
+@pytest.mark.slow(130)
 def test_train_resume_and_evaluate_with_everything_in_a_bucket(tmp_path, emulator):
     from ifc_jax.data.toy import generate_toy_dataset
 

@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from ifc_jax.checkpoints import load_variables
 from tests import test_train_loop
@@ -21,6 +22,7 @@ IMAGES = [  # crop sides 48..64 px of the 96x144 frames at short side 64 fit the
 ]
 
 
+@pytest.mark.slow(100)
 def test_pretrain_on_images_then_finetune_on_videos_then_evaluate(tmp_path, toy_root):
     pre, fine = tmp_path / "pre", tmp_path / "fine"
     _run([sys.executable, "main.py", "train", "--config", "configs/toy_coco.py", "--workdir",

@@ -3,10 +3,13 @@
 import json
 import os
 
+import pytest
+
 from ifc_jax import cli
 from tests.test_train_loop import SMALL_MODEL
 
 
+@pytest.mark.slow(80)
 def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     workdir = str(tmp_path / "demo")
     argv = ["demo", "--workdir", workdir, "--json",

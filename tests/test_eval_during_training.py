@@ -109,6 +109,7 @@ def _tensorboard_scalars(workdir, tag):
     return {}
 
 
+@pytest.mark.slow(80)
 def test_train_evaluates_every_n_steps_into_the_workdir_and_tensorboard(tmp_path, toy_root):
     workdir = tmp_path / "run"
     command = _train_command(workdir, toy_root, 2, "--config.train.eval_every_steps=2")

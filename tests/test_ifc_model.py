@@ -57,6 +57,7 @@ def test_bfloat16_forward_under_jit_is_close_to_float32(tiny):
     assert "bf16" in jaxpr
 
 
+@pytest.mark.slow(40)
 def test_every_communication_variant_builds_and_runs(tiny):
     config, _, _, frames, padding = tiny
     for variant in ("no_comm", "full_thw", "decompose_thw"):

@@ -191,6 +191,7 @@ def test_model_parameter_trees_are_identical(tiny_models):
     assert jax.tree.structure(xla_tree) == jax.tree.structure(variables)
 
 
+@pytest.mark.slow(35)
 def test_model_forward_and_gradient_agree(tiny_models):
     models, variables, frames, padding = tiny_models
     outs, grads = {}, {}

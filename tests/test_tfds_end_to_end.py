@@ -125,6 +125,7 @@ def _main(*args):
     return proc
 
 
+@pytest.mark.slow(60)
 def test_train_and_evaluate_from_tfds_equal_the_original_files(built):
     """`train` from the TFDS source, evaluating it at its step (the recorded config), then
     `evaluate` of that checkpoint on the original files: the same results.json."""

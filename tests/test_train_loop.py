@@ -76,6 +76,7 @@ def _checkpoint_steps(workdir):
     return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
+@pytest.mark.slow(150)
 def test_resume_after_sigkill_continues_like_an_uninterrupted_run(tmp_path, toy_root):
     resumed_dir, reference_dir = tmp_path / "resumed", tmp_path / "reference"
     code, _ = _start_and_signal(_train_command(resumed_dir, toy_root, 60), resumed_dir, 3,
@@ -100,6 +101,7 @@ def test_resume_after_sigkill_continues_like_an_uninterrupted_run(tmp_path, toy_
                 step, name)
 
 
+@pytest.mark.slow(35)
 @pytest.mark.parametrize("sig", [signal.SIGINT])  # SIGTERM: the two-process test
 def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, toy_root, sig):
     workdir = tmp_path / "preempted"
@@ -111,6 +113,7 @@ def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, toy_ro
     assert saved >= 3 and saved >= logged  # saved at the step boundary after the signal
 
 
+@pytest.mark.slow(45)
 def test_a_diverging_run_stops_with_one_line_naming_the_step(tmp_path, toy_root):
     """lr=1e4 makes the loss non-finite within a few steps; with the scipy matcher the NaN
     scores must not end the run inside the host callback before our check names the step."""
@@ -154,6 +157,7 @@ def _wait_all(procs, timeout=500):
     return outputs
 
 
+@pytest.mark.slow(300)
 def test_two_processes_agree_and_a_job_preempted_on_one_host_resumes_exactly(tmp_path,
                                                                            toy_root):
     """Two processes (4 devices each) train one model. An uninterrupted job (the scipy host
@@ -222,6 +226,7 @@ def test_two_processes_agree_and_a_job_preempted_on_one_host_resumes_exactly(tmp
                 step, name)
 
 
+@pytest.mark.slow(20)
 def test_corrupt_frame_gives_one_error_line_and_no_tensorflow_traceback(tmp_path):
     from ifc_jax.data.toy import generate_toy_dataset
 

@@ -80,6 +80,7 @@ def _run_steps(setup, devices, steps, matcher="host"):
     return state, metrics, losses
 
 
+@pytest.mark.slow(50)
 def test_eight_devices_match_one_device(setup):
     state8, metrics8, _ = _run_steps(setup, jax.devices()[:8], 1)
     state1, metrics1, _ = _run_steps(setup, jax.devices()[:1], 1)
@@ -112,6 +113,7 @@ def test_loss_falls_when_fitting_one_batch(setup):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3]), losses
 
 
+@pytest.mark.slow(45)
 def test_device_matcher_gives_the_same_step(setup):
     _, metrics_host, _ = _run_steps(setup, jax.devices()[:8], 1, "host")
     _, metrics_device, _ = _run_steps(setup, jax.devices()[:8], 1, "device")
