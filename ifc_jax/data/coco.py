@@ -24,7 +24,17 @@ from typing import Any
 
 from ifc_jax import storage
 from ifc_jax.data import masks as mask_codec
-from ifc_jax.data.ytvis import CategoryMap, Track, Video, YtvisDataset, check_files_exist
+from ifc_jax.data.ytvis import (
+    CategoryMap,
+    Track,
+    Video,
+    YtvisDataset,
+    annotation_list,
+    annotation_parent,
+    check_files_exist,
+    index_by_id,
+    parse_categories,
+)
 from ifc_jax.io import UserError, read_json
 
 ANNOTATION_FORMAT = "coco"
@@ -56,26 +66,13 @@ def parse_coco(content: Any, json_path: str, images_dir: str, *,
 
     if not is_coco(content):
         raise fail("not a COCO file: expected an object with an 'images' list")
-    categories = content.get("categories", [])
-    if not isinstance(categories, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("id"), int) for c in categories):
-        raise fail("'categories' must be a list of objects with an integer 'id'")
-    category_map = CategoryMap.from_categories(categories)
-    if len(set(category_map.dataset_ids)) != category_map.num_classes:
-        raise fail("'categories' has duplicate ids")
+    category_map = parse_categories(content, fail)
 
-    images: dict[int, dict] = {}
-    for position, image in enumerate(content["images"]):
-        _check_image(image, position, fail)
-        if image["id"] in images:
-            raise fail(f"image id {image['id']} appears twice in 'images'")
-        images[image["id"]] = image
+    images = index_by_id(content, "images", _check_image, fail)
 
-    annotations = content.get("annotations")
-    if annotations is not None and not isinstance(annotations, list):
-        raise fail("'annotations' must be a list")
+    annotations = annotation_list(content, fail)
     tracks: dict[int, list[Track]] = {image_id: [] for image_id in images}
-    for position, annotation in enumerate(annotations or []):
+    for position, annotation in enumerate(annotations):
         track = _parse_annotation(annotation, position, images, category_map, fail)
         tracks[annotation["image_id"]].append(track)
 
@@ -110,16 +107,8 @@ def _check_image(image: Any, position: int, fail) -> None:
 
 def _parse_annotation(annotation: Any, position: int, images: dict[int, dict],
                       category_map: CategoryMap, fail) -> Track:
-    if not isinstance(annotation, dict):
-        raise fail(f"annotations[{position}] is not an object")
-    annotation_id = annotation.get("id", position + 1)
-    label = f"annotation {annotation_id}"
-    for key in ("image_id", "category_id", "segmentation"):
-        if key not in annotation:
-            raise fail(f"{label} has no '{key}'")
-    image = images.get(annotation["image_id"])
-    if image is None:
-        raise fail(f"{label}: image_id {annotation['image_id']} is not in 'images'")
+    label, image, annotation_id = annotation_parent(
+        annotation, position, images, "image_id", ("category_id", "segmentation"), fail)
     label = f"{label} (image {image['id']} ({image['file_name']}))"
     try:
         index = category_map.to_contiguous(annotation["category_id"])

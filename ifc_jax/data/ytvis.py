@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -168,26 +168,12 @@ def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
 
     if not isinstance(content, dict) or not isinstance(content.get("videos"), list):
         raise fail("not a YouTube-VIS file: expected an object with a 'videos' list")
-    categories = content.get("categories", [])
-    if not isinstance(categories, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("id"), int) for c in categories):
-        raise fail("'categories' must be a list of objects with an integer 'id'")
-    category_map = CategoryMap.from_categories(categories)
-    if len(set(category_map.dataset_ids)) != category_map.num_classes:
-        raise fail("'categories' has duplicate ids")
+    category_map = parse_categories(content, fail)
     known_categories = set(category_map.dataset_ids)
 
-    raw_videos: dict[int, dict] = {}
-    for position, video in enumerate(content["videos"]):
-        _check_video_entry(video, position, fail)
-        if video["id"] in raw_videos:
-            raise fail(f"video id {video['id']} appears twice in 'videos'")
-        raw_videos[video["id"]] = video
+    raw_videos = index_by_id(content, "videos", _check_video_entry, fail)
 
-    annotations = content.get("annotations")
-    if annotations is not None and not isinstance(annotations, list):
-        raise fail("'annotations' must be a list")
-    annotations = annotations or []
+    annotations = annotation_list(content, fail)
     tracks_by_video: dict[int, list[Track]] = {vid: [] for vid in raw_videos}
     for position, annotation in enumerate(annotations):
         track = _parse_track(annotation, position, raw_videos, known_categories,
@@ -205,6 +191,60 @@ def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
         check_files_exist(videos, json_path)
     return YtvisDataset(json_path=json_path, frames_dir=frames_dir, videos=tuple(videos),
                         categories=category_map, has_annotations=has_ground_truth(content))
+
+
+def parse_categories(content: dict, fail: Callable[[str], UserError]) -> CategoryMap:
+    """The `categories` of a YouTube-VIS or COCO file: a list of objects with distinct integer
+    ids. `fail(message)` makes the error that names the file."""
+    categories = content.get("categories", [])
+    if not isinstance(categories, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("id"), int) for c in categories):
+        raise fail("'categories' must be a list of objects with an integer 'id'")
+    category_map = CategoryMap.from_categories(categories)
+    if len(set(category_map.dataset_ids)) != category_map.num_classes:
+        raise fail("'categories' has duplicate ids")
+    return category_map
+
+
+def index_by_id(content: dict, key: str, check_entry: Callable[..., None],
+                fail: Callable[[str], UserError]) -> dict[int, dict]:
+    """The entries of `content[key]` ("videos", "images") by id, each checked by
+    `check_entry(entry, position, fail)` first; an id given twice is an error."""
+    index: dict[int, dict] = {}
+    for position, entry in enumerate(content[key]):
+        check_entry(entry, position, fail)
+        if entry["id"] in index:
+            raise fail(f"{key[:-1]} id {entry['id']} appears twice in '{key}'")
+        index[entry["id"]] = entry
+    return index
+
+
+def annotation_parent(annotation: Any, position: int, parents: dict[int, dict],
+                      parent_key: str, required: Sequence[str],
+                      fail: Callable[[str], UserError]) -> tuple[str, dict, int]:
+    """("annotation N", the entry it belongs to, N) of `annotations[position]`, checked: an
+    object with `parent_key` ("video_id", "image_id") naming an entry of `parents` and the
+    `required` keys."""
+    if not isinstance(annotation, dict):
+        raise fail(f"annotations[{position}] is not an object")
+    annotation_id = annotation.get("id", position + 1)
+    label = f"annotation {annotation_id}"
+    for key in (parent_key, *required):
+        if key not in annotation:
+            raise fail(f"{label} has no '{key}'")
+    parent = parents.get(annotation[parent_key])
+    if parent is None:
+        raise fail(f"{label}: {parent_key} {annotation[parent_key]} is not in "
+                   f"'{parent_key.removesuffix('_id')}s'")
+    return label, parent, annotation_id
+
+
+def annotation_list(content: dict, fail: Callable[[str], UserError]) -> list:
+    """The `annotations` of a YouTube-VIS or COCO file; [] when missing or null."""
+    annotations = content.get("annotations")
+    if annotations is not None and not isinstance(annotations, list):
+        raise fail("'annotations' must be a list")
+    return annotations or []
 
 
 def check_files_exist(videos: Sequence[Video], json_path: str) -> None:
@@ -251,16 +291,8 @@ def _check_video_entry(video: Any, position: int, fail) -> None:
 
 def _parse_track(annotation: Any, position: int, raw_videos: dict[int, dict],
                  known_categories: set[int], category_map: CategoryMap, fail) -> Track:
-    if not isinstance(annotation, dict):
-        raise fail(f"annotations[{position}] is not an object")
-    track_id = annotation.get("id", position + 1)
-    label = f"annotation {track_id}"
-    for key in ("video_id", "category_id", "segmentations"):
-        if key not in annotation:
-            raise fail(f"{label} has no '{key}'")
-    video = raw_videos.get(annotation["video_id"])
-    if video is None:
-        raise fail(f"{label}: video_id {annotation['video_id']} is not in 'videos'")
+    label, video, track_id = annotation_parent(
+        annotation, position, raw_videos, "video_id", ("category_id", "segmentations"), fail)
     name = os.path.dirname(str(video["file_names"][0]))
     label = f"{label} (video {video['id']} ({name}))"
     if annotation["category_id"] not in known_categories:
