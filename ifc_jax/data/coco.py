@@ -34,8 +34,9 @@ from ifc_jax.data.ytvis import (
     check_files_exist,
     index_by_id,
     parse_categories,
+    read_annotation_file,
 )
-from ifc_jax.io import UserError, read_json
+from ifc_jax.io import UserError
 
 ANNOTATION_FORMAT = "coco"
 
@@ -49,11 +50,8 @@ def is_coco(content: Any) -> bool:
 def load_coco(json_path: str, images_dir: str, *, check_files: bool = True) -> YtvisDataset:
     """Reads and validates a COCO split (e.g. annotations/instances_train2017.json with
     train2017/). `check_files`: stat every image now, so a missing one fails before training."""
-    if not storage.isfile(json_path):
-        raise UserError(f"{json_path}: annotation file not found "
-                        "(data/README.md: where datasets go)")
-    return parse_coco(read_json(json_path, "COCO annotation file"), json_path, images_dir,
-                      check_files=check_files)
+    return parse_coco(read_annotation_file(json_path, "COCO annotation file"), json_path,
+                      images_dir, check_files=check_files)
 
 
 def parse_coco(content: Any, json_path: str, images_dir: str, *,

@@ -151,11 +151,17 @@ def load_ytvis(json_path: str, frames_dir: str, *, check_frame_files: bool = Tru
       check_frame_files: stat every frame file now, so a missing one is reported before
         training starts (cheap: one stat per annotated frame).
     """
-    if not storage.isfile(json_path):  # the usual mistake: say where datasets go
+    return parse_ytvis(read_annotation_file(json_path, "YouTube-VIS annotation file"),
+                       json_path, frames_dir, check_frame_files=check_frame_files)
+
+
+def read_annotation_file(json_path: str, what: str) -> Any:
+    """The parsed content of a dataset's annotation JSON (`what` names the kind of file); a
+    missing file is a UserError that says where datasets go, the usual mistake."""
+    if not storage.isfile(json_path):
         raise UserError(f"{json_path}: annotation file not found "
                         "(data/README.md: where datasets go)")
-    return parse_ytvis(read_json(json_path, "YouTube-VIS annotation file"), json_path, frames_dir,
-                       check_frame_files=check_frame_files)
+    return read_json(json_path, what)
 
 
 def parse_ytvis(content: Any, json_path: str, frames_dir: str, *,
