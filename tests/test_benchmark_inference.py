@@ -13,13 +13,13 @@ from ifc_jax.benchmarks import inference as benchmark_inference
 def test_inference_benchmark_json(capsys):
     code = cli.main(["benchmark", "--what", "inference", "--json", "--height", "64",
                      "--width", "96", "--frames", "8", "--dtypes", "float32", "bfloat16",
-                     "--peak-size", "128"])
+                     "--peak-size", "128", "--trials", "2"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)  # the one JSON object on stdout
     assert result["what"] == "inference" and result["config"] == "tiny"
     assert (result["frames"], result["height"], result["width"]) == (8, 64, 96)
-    assert result["repeats"] == 3
+    assert result["repeats"] == 3 and result["trials"] == 2
     assert [run["dtype"] for run in result["runs"]] == ["float32", "bfloat16"]
     for run in result["runs"]:
         assert run["attention"] == "xla"  # CPU
@@ -38,8 +38,10 @@ def test_inference_benchmark_json(capsys):
             model_only = setting["model_only"]
             assert stages["frame_features"] == pytest.approx(
                 1000 * model_only["frame_features_seconds"] / (3 * 8))
+            # The ratio pairs each round's two runs: the median of 2 rounds is their mean.
+            assert len(setting["trial_ratios"]) == 2
             assert setting["end_to_end_over_model_only"] == pytest.approx(
-                setting["frames_per_s"] / model_only["frames_per_s"])
+                np.mean(setting["trial_ratios"]))
             assert set(setting["host_seconds"]) == {"input", "dispatch", "device_wait",
                                                     "tracking", "masks_rle", "rle_wait"}
             assert setting["warmup_seconds"] > 0
@@ -57,7 +59,7 @@ def test_inference_benchmark_json(capsys):
 
 def test_inference_benchmark_table_and_bad_dtype(capsys):
     code = cli.main(["benchmark", "--what", "inference", "--height", "32", "--width", "32",
-                     "--frames", "2", "--peak-size", "64"])
+                     "--frames", "2", "--peak-size", "64", "--trials", "1"])
     out = capsys.readouterr().out
     assert code == 0 and "near_online" in out and "% of peak" in out and "ratio" in out
     code = cli.main(["benchmark", "--what", "inference", "--dtypes", "float16"])

@@ -88,6 +88,34 @@ def test_windows_see_the_same_features_as_a_direct_forward(model_and_variables, 
     assert all(len(segs) == 6 for segs in result.segmentations)
 
 
+def test_submitted_videos_complete_in_any_order_with_the_results_of_predict(
+        model_and_variables, monkeypatch):
+    """`submit` returns with device calls still in flight (their windows are tracked in
+    `result()`): the next video can be submitted first, and each video's result equals its
+    `predict` alone."""
+    model, variables = model_and_variables
+    predictor = VideoPredictor(model, variables, window_frames=3, window_stride=1,
+                               match_threshold=0.05, windows_per_call=2)
+    videos = [_video(9, seed=5), _video(7, seed=6)]
+    alone = [predictor.predict(list(v), len(v), (40, 56), (40, 56)) for v in videos]
+    tracked = []
+    original = predictor_module.VideoTracking.add_window
+    monkeypatch.setattr(predictor_module.VideoTracking, "add_window",
+                        lambda self, *args: tracked.append(args[0]) or original(self, *args))
+    first = predictor.submit(list(videos[0]), 9, (40, 56), (40, 56))
+    windows_at_submit = len(tracked)
+    second = predictor.submit(list(videos[1]), 7, (40, 56), (40, 56))
+    assert windows_at_submit < 7  # 7 windows; the last calls' ones wait for result()
+    for pending, expected in zip((second, first), alone[::-1], strict=True):
+        got = pending.result()
+        assert pending.result() is got  # completed once
+        assert got.segmentations == expected.segmentations
+        assert got.num_windows == expected.num_windows
+        for a, b in zip(got.class_probs, expected.class_probs, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert sorted(tracked) == sorted(list(range(7)) + list(range(5)))
+
+
 def test_short_video_single_window_masks_match_reference(model_and_variables):
     """A 2-frame video with T=5: one padded window; masks = crop, bilinear to original, > 0."""
     model, variables = model_and_variables

@@ -6,7 +6,6 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-from ifc_jax.inference import rle_upsample
 from ifc_jax.inference.rle_upsample import RleUpsampler
 from tests import numpy_reference as ref
 
@@ -28,8 +27,10 @@ def assert_matches_reference(logits: np.ndarray, height: int, width: int) -> Non
             assert np.abs(values[index][differ]).max() < 1e-9, (logits.shape, height, width)
 
 
+@pytest.mark.parametrize("dense", [False, True], ids=["outline", "dense"])
 @pytest.mark.parametrize("seed", range(6))
-def test_random_grids_and_sizes_match_full_size_masks(seed):
+def test_random_grids_and_sizes_match_full_size_masks(seed, dense, monkeypatch):
+    monkeypatch.setattr(RleUpsampler, "choose_dense", lambda self, mixed: dense)
     rng = np.random.default_rng(seed)
     for _ in range(25):
         grid_h, grid_w = rng.integers(1, 10, 2)
@@ -38,7 +39,9 @@ def test_random_grids_and_sizes_match_full_size_masks(seed):
         assert_matches_reference(logits, int(height), int(width))
 
 
-def test_uniform_masks_give_pycocotools_canonical_counts():
+@pytest.mark.parametrize("dense", [False, True], ids=["outline", "dense"])
+def test_uniform_masks_give_pycocotools_canonical_counts(dense, monkeypatch):
+    monkeypatch.setattr(RleUpsampler, "choose_dense", lambda self, mixed: dense)
     up = RleUpsampler((3, 4), (7, 9))
     empty, full, half = up(np.stack([-np.ones((3, 4)), np.ones((3, 4)),
                                      np.r_[[[1.0] * 4], [[-1.0] * 4], [[-1.0] * 4]]]))
@@ -65,13 +68,17 @@ def blobs(count: int, grid: tuple[int, int], seed: int, noise: float) -> np.ndar
 
 
 def test_outline_and_dense_paths_agree_at_720p(monkeypatch):
-    """Smooth masks take the outline path, noisy ones the dense path; forcing either path
+    """Smooth masks take the outline path, pure noise the dense path; forcing either path
     on either input gives the same RLEs, and both equal the full-size reference."""
     smooth, noisy = blobs(3, (45, 80), seed=1, noise=0.3), blobs(3, (45, 80), seed=2, noise=8)
+    up = RleUpsampler((45, 80), (720, 1280))
+    assert not up.choose_dense(up._outline_cells(smooth.astype(np.float64)))
+    static = np.random.default_rng(3).normal(size=(3, 45, 80))  # a sign change in most cells
+    assert up.choose_dense(up._outline_cells(static))
     for logits in (smooth, noisy):
         assert_matches_reference(logits, 720, 1280)
         outputs = []
-        for ratio in (0, 10**9):  # 0: never dense; huge: dense whenever anything crosses
-            monkeypatch.setattr(rle_upsample, "DENSE_COST_RATIO", ratio)
+        for dense in (False, True):
+            monkeypatch.setattr(RleUpsampler, "choose_dense", lambda self, mixed, d=dense: d)
             outputs.append(RleUpsampler((45, 80), (720, 1280))(logits))
         assert outputs[0] == outputs[1]

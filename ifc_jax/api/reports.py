@@ -240,17 +240,19 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
                   variants: Sequence[str] | None = None, plot: str | None = None,
                   repeats: int | None = None, kept_queries: int = 0,
                   dtypes: Sequence[str] = (), peak_size: int = 0,
-                  threads: Sequence[int] = (1, 2), tracks: int = 10) -> dict[str, Any]:
+                  threads: Sequence[int] = (1, 2), tracks: int = 10,
+                  trials: int = 5) -> dict[str, Any]:
     """One speed measurement (`benchmark --what`); returns its figures.
 
     data: clips/s of the train pipeline (`batches` timed after `warmup`, `batch_size`, on the
       toy data at `toy_root` or the config's `source`); encoder: ms per clip of `variants` at
       `height` x `width` (default 360x640) for each of `clip_lengths`, `repeats` each, with a
       `plot`; inference: frames/s of a synthetic `frames`-frame video at `height` x `width`
-      (default 128x224) per compute dtype in `dtypes`; train: clips/s of the jitted step
-      (`batches` timed after `warmup`) and the bytes of its input batch. `peak_size`: the
-      matmul that measures the peak. postprocess: host ms per output frame of `tracks` tracks
-      at `height` x `width` (default 720x1280) per count in `threads`.
+      (default 128x224) per compute dtype in `dtypes`, over `trials` rounds; train:
+      clips/s of the jitted step (`batches` timed after `warmup`) and the bytes of its input
+      batch. `peak_size`: the matmul that measures the peak. postprocess: host ms per output
+      frame of `tracks` tracks at `height` x `width` (default 720x1280) per count in
+      `threads`.
     `config` None: BENCHMARK_RECIPES[what].
     """
     from ifc_jax.models.attention import attention_implementation
@@ -291,7 +293,7 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
             return benchmark_inference(config, height=height or 128, width=width or 224,
                                        num_frames=frames, repeats=repeats,
                                        dtypes=tuple(dtypes), peak_size=peak_size,
-                                       kept_queries=kept_queries)
+                                       kept_queries=kept_queries, trials=trials)
         from ifc_jax.benchmarks.train import benchmark_train
 
         return benchmark_train(config, steps=batches, warmup=warmup, batch_size=batch_size,

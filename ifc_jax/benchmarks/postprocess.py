@@ -5,7 +5,9 @@ probabilities and stride-8 mask logits go through the tracker (`ClipTracker`), a
 it finishes becomes one RLE per track at the video's original size. Measured on synthetic
 model outputs: `tracks` objects (smooth elliptic logit blobs that drift and grow, with noise)
 on the stride-8 grid of a `--height` x `--width` video resized to short side 360 (45 x 80 for
-720 x 1280), near-online windows (T=5, S=1), so every frame is finished once per track.
+720 x 1280), near-online windows (T=5, S=1), so every frame is finished once per track. The
+finished frames go to the thread pool once per 8 windows, as the predictor hands them over
+once per device call of `windows_per_call` (8) windows.
 
 Reported per host thread count: milliseconds of wall time per output frame for the whole
 host side (`inference.predictor.VideoTracking`, RLEs straight from the logits), and beside it
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 WINDOW_FRAMES, WINDOW_STRIDE = 5, 1
+WINDOWS_PER_CALL = 8  # config.inference.windows_per_call's default: windows per device call
 SHORT_SIDE = 360
 
 
@@ -65,9 +68,10 @@ def _run_tracking(windows: list, num_frames: int, grid: tuple[int, int],
         begin = time.perf_counter()
         tracking = VideoTracking(num_frames, 0.05, grid, output_size, pool, threads,
                                  dict.fromkeys(STAGES, 0.0))
-        for start, probs, logits in windows:
+        for index, (start, probs, logits) in enumerate(windows):
             tracking.add_window(start, probs, logits)
-            tracking.flush()
+            if (index + 1) % WINDOWS_PER_CALL == 0:
+                tracking.flush()  # as the predictor does once per device call
         prediction = tracking.finish(len(windows)).result()
         return time.perf_counter() - begin, prediction.segmentations
     finally:

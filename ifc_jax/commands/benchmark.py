@@ -90,6 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "videos in the timed stream per setting, after one untimed "
                              "warm-up (default 3: a video's last masks encode while the next "
                              "one runs, as in evaluate)")
+    parser.add_argument("--trials", type=int, default=5,
+                        help="inference: rounds of the end-to-end stream and the model-only "
+                             "run, alternating; frames/s: the fastest of each, ratio: the "
+                             "median of the rounds' ratios (default 5)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="postprocess: host thread counts to time (default 1 2)")
     parser.add_argument("--tracks", type=int, default=10,
@@ -122,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         toy_root=args.toy_root, height=args.height, width=args.width, frames=args.frames,
         clip_lengths=args.clip_lengths, variants=args.variants, plot=args.plot,
         repeats=args.repeats, kept_queries=args.kept_queries, dtypes=args.dtypes or (),
-        peak_size=args.peak_size, threads=tuple(args.threads), tracks=args.tracks)
+        peak_size=args.peak_size, threads=tuple(args.threads), tracks=args.tracks,
+        trials=args.trials)
     result["config"] = config_name
     if args.json:
         print_json(result)

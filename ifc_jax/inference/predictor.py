@@ -18,7 +18,10 @@ The algorithm: docs/inference.md.
   call waits for the host;
 * kept instances go to `ClipTracker`; each frame it finishes is turned into RLEs at the
   original size straight from its stride-8 mean logits (`RleUpsampler`, no full-size mask),
-  on a thread pool that overlaps with the device and the tracker.
+  on a thread pool that overlaps with the device and the tracker;
+* `submit` returns once all of a video's calls are dispatched, the last ones still in flight;
+  `PendingPrediction.result()` tracks their windows and waits for the masks. Submitting the
+  next video before that (as `evaluate` does) keeps the device busy across videos.
 Device memory holds a few chunks of features and calls in flight, host memory the tracker's
 bounded state and the per-frame RLEs: neither grows with the video beyond that.
 
@@ -33,7 +36,7 @@ import copy
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +57,8 @@ STAGES = ("input", "dispatch", "device_wait", "tracking", "masks_rle", "rle_wait
 # Kept queries copied to the host per window; a window keeping more (rare for a trained
 # model: a handful of objects) fetches all its queries' outputs instead.
 KEPT_SLOTS = 32
+# Fewest masks in one RLE job of the host thread pool.
+MASKS_PER_JOB = 16
 # Window calls dispatched ahead of the one whose outputs the host is working on.
 CALLS_IN_FLIGHT = 2
 
@@ -188,8 +193,10 @@ class _FrameMasks:
         if self._pool is None:
             self._jobs.append((keys, self._encode(stacked)))
             return
-        # One job per thread, so a large batch (an offline window's frames) uses them all.
-        parts = min(self._threads, len(keys))
+        # A large batch (an offline window's frames) is split so that it uses every thread; a
+        # small one (a near-online window's frame) stays one job, as every job has a fixed
+        # cost: consecutive windows' jobs run side by side instead.
+        parts = max(1, min(self._threads, len(keys) // MASKS_PER_JOB))
         for part in np.array_split(np.arange(len(keys)), parts):
             self._jobs.append(([keys[i] for i in part],
                                self._pool.submit(self._encode, stacked[part])))
@@ -206,22 +213,27 @@ class _FrameMasks:
 
 
 class PendingPrediction:
-    """A video whose device work and tracking are done and whose masks may still be encoding
-    on the host threads: `result()` waits for them. Meanwhile the caller can start the next
-    video, so its device work overlaps this one's encoding."""
+    """A video whose device calls are all dispatched and whose host side may still be running:
+    `result()` completes it (waits for the last calls' outputs and tracks their windows on the
+    calling thread, then waits for the masks the host threads encode). Meanwhile the caller
+    can submit the next video, so the device computes it while this one's host side
+    completes."""
 
-    def __init__(self, tracks: list[Any], masks: _FrameMasks, num_windows: int,
+    def __init__(self, complete: Callable[[], tuple[list[Any], _FrameMasks, int]],
                  seconds: dict[str, float]):
-        self._tracks, self._masks = tracks, masks
-        self._num_windows, self._seconds = num_windows, seconds
+        self._complete, self._seconds = complete, seconds
+        self._prediction: VideoPrediction | None = None
 
     def result(self) -> VideoPrediction:
-        begin = time.perf_counter()
-        segmentations = [self._masks.segmentations(track.track_id) for track in self._tracks]
-        self._seconds["rle_wait"] = time.perf_counter() - begin
-        return VideoPrediction(class_probs=[track.class_probs for track in self._tracks],
-                               segmentations=segmentations, num_windows=self._num_windows,
-                               seconds=self._seconds)
+        if self._prediction is None:
+            tracks, masks, num_windows = self._complete()
+            begin = time.perf_counter()
+            segmentations = [masks.segmentations(track.track_id) for track in tracks]
+            self._seconds["rle_wait"] = time.perf_counter() - begin
+            self._prediction = VideoPrediction(
+                class_probs=[track.class_probs for track in tracks],
+                segmentations=segmentations, num_windows=num_windows, seconds=self._seconds)
+        return self._prediction
 
 
 class VideoTracking:
@@ -256,12 +268,18 @@ class VideoTracking:
         self._masks.add(self._keys, self._logits)
         self._keys, self._logits = [], []
 
-    def finish(self, num_windows: int) -> PendingPrediction:
+    def complete(self, num_windows: int) -> tuple[list[Any], _FrameMasks, int]:
+        """Finishes the tracks and hands their last frames to the thread pool: (tracks, their
+        masks, num_windows), as `PendingPrediction` completes a video."""
         begin = time.perf_counter()
         tracks = self._tracker.finish()
         self._seconds["tracking"] += time.perf_counter() - begin
         self.flush()
-        return PendingPrediction(tracks, self._masks, num_windows, self._seconds)
+        return tracks, self._masks, num_windows
+
+    def finish(self, num_windows: int) -> PendingPrediction:
+        """After the last window: the PendingPrediction of the video."""
+        return PendingPrediction(lambda: self.complete(num_windows), self._seconds)
 
 
 class VideoPredictor:
@@ -421,8 +439,10 @@ class VideoPredictor:
     def submit(self, frames: Iterable[np.ndarray], num_frames: int,
                resized_size: tuple[int, int], output_size: tuple[int, int]
                ) -> PendingPrediction:
-        """Runs one video through the device and the tracker; returns before the host threads
-        have encoded its last masks (`PendingPrediction.result()` waits for them).
+        """Reads one video and dispatches all its device calls, tracking the windows whose
+        outputs are back; returns with the last calls in flight and the host threads encoding
+        masks. `PendingPrediction.result()` completes it: submitting the next video first keeps
+        the device busy while this one's host side finishes, as `evaluate` does.
 
         Args:
           frames: the video's frames in order, each (h, w, 3) uint8 RGB at `resized_size`.
@@ -494,13 +514,20 @@ class VideoPredictor:
             in_flight.append((call, outputs))
             if len(in_flight) > CALLS_IN_FLIGHT:
                 finish_call()
-        while in_flight:
-            finish_call()
         if next(chunks, None) is not None:
             raise ValueError(f"the video yielded more than the {num_frames} frames expected")
         if read[0] != num_frames:
             raise ValueError(f"the video yielded {read[0]} frames, expected {num_frames}")
-        return tracking.finish(sum(len(call.starts) for call in calls))
+        stored.clear()
+        num_windows = sum(len(call.starts) for call in calls)
+
+        def complete() -> tuple[list[Any], _FrameMasks, int]:
+            # The calls still in flight: the caller may have submitted the next video first.
+            while in_flight:
+                finish_call()
+            return tracking.complete(num_windows)
+
+        return PendingPrediction(complete, seconds)
 
     def encode_video(self, frames: np.ndarray) -> list[dict[str, jax.Array]]:
         """The `encode_frames` calls `predict` makes for a video in memory (F, h, w, 3),

@@ -20,9 +20,16 @@ those crossings exactly from the small logit grid:
   toggles at every crossing. The toggles of all columns, in column-major order, are the run
   boundaries; pycocotools compresses the counts to its string form.
 
-Cost: O(h x w + W + outline x W / w) per mask instead of O(H x W). All arithmetic is float64
-on the float32 logits, as `tracking.bilinear_resize`; a pixel can differ from that reference
-only where the interpolated value is within float64 rounding of 0 (tests bound it).
+Cost: O(h x w + W + outline x W / w) per mask instead of O(H x W). When the outline is most
+of the grid (noisy logits, small outputs), the toggles outnumber what a full mask costs; such
+batches take the dense path instead: the interpolated columns times the (h, H) row
+interpolation matrix (BLAS products, two non-zero taps per row) give the (W, H) surface,
+thresholded, and pycocotools' C encoder run-length encodes it. A batch takes the path its
+estimated cost favours (`choose_dense`).
+
+All arithmetic is float64 on the float32 logits, as `tracking.bilinear_resize`; a pixel can
+differ from that reference only where the interpolated value is within float64 rounding of 0
+(tests bound it).
 """
 
 from __future__ import annotations
@@ -34,9 +41,20 @@ from pycocotools import mask as mask_util
 
 from ifc_jax.inference.tracking import bilinear_taps
 
-# Numpy work per expanded outline element relative to one element of the dense path (measured
-# on a CPU): the sparse path is used while it is cheaper.
-DENSE_COST_RATIO = 3
+# Estimated host time (ns, fitted to measurements on a CPU; only their ratios decide) of the
+# outline path: a fixed part per batch plus a part per expanded (outline cell, output column)
+# pair; and of the dense path: per output pixel, plus per output pixel and source row (the
+# length of the row interpolation's product).
+OUTLINE_BATCH_COST = 150_000.0
+OUTLINE_COST = 80.0
+PIXEL_COST = 1.0
+PIXEL_ROW_COST = 0.07
+# Output pixels per step of the dense path (its float64 surface: 2 MB).
+DENSE_CHUNK_PIXELS = 1 << 18
+# Multiply-adds per BLAS product of the dense path. OpenBLAS runs products up to this size on
+# the calling thread; larger ones it spreads over its own threads, which on the RLE thread
+# pool, beside XLA's threads, oversubscribe the cores (measured: twice the time).
+BLAS_SINGLE_THREAD_WORK = 1 << 18
 
 
 class RleUpsampler:
@@ -53,7 +71,7 @@ class RleUpsampler:
         if min(grid_h, grid_w, height, width) < 1:
             raise ValueError(f"empty grid {grid_size} or output {output_size}")
         self._col_low, self._col_high, self._col_weight = bilinear_taps(grid_w, width)
-        row_low, _, row_weight = bilinear_taps(grid_h, height)
+        row_low, row_high, row_weight = bilinear_taps(grid_h, height)
         # Rows of segment r (row_low == r) are keys[start[r]:start[r + 1]]; 2 r + w keeps the
         # keys of all segments in one ascending array (w < 1).
         self._row_keys = 2.0 * row_low + row_weight
@@ -62,6 +80,11 @@ class RleUpsampler:
         self._rows_per_source = height / grid_h
         # Output columns reading source column c as their low tap: [col_start[c], col_start[c+1]).
         self._col_start = np.searchsorted(self._col_low, np.arange(grid_w + 1))
+        # The dense path's (h, H) row interpolation: column y holds 1 - w(y) at row_low(y) and
+        # w(y) at row_high(y) (summed where the two coincide, at the border).
+        self._row_matrix = np.zeros((grid_h, height))
+        np.add.at(self._row_matrix, (row_low, np.arange(height)), 1.0 - row_weight)
+        np.add.at(self._row_matrix, (row_high, np.arange(height)), row_weight)
 
     def __call__(self, logits: np.ndarray) -> list[dict]:
         """RLEs of n masks: logits (n, h, w) -> n {"size": [H, W], "counts": str} (JSON-ready,
@@ -72,37 +95,48 @@ class RleUpsampler:
                              f"got {logits.shape}")
         if len(logits) == 0:
             return []
-        counts = self.run_counts(logits)
-        return self._compress(counts)
+        values = logits.astype(np.float64)
+        mixed = self._outline_cells(values)
+        if self.choose_dense(mixed):
+            return self._dense_rles(values)
+        return self._compress(self._outline_counts(values, mixed))
 
     def run_counts(self, logits: np.ndarray) -> list[np.ndarray]:
-        """Uncompressed COCO counts of each mask: alternating off/on run lengths, column-major,
-        starting with an off run (0 if the mask starts on), no trailing off run."""
+        """Uncompressed COCO counts of each mask (the outline path): alternating off/on run
+        lengths, column-major, starting with an off run (0 if the mask starts on), no trailing
+        off run."""
+        values = np.asarray(logits).astype(np.float64)
+        return self._outline_counts(values, self._outline_cells(values))
+
+    def choose_dense(self, mixed: np.ndarray) -> bool:
+        """Whether the dense path is estimated cheaper for a batch with these outline cells
+        (n, h-1, w)."""
+        height, width = self.output_size
+        expanded = int(mixed.sum(axis=(0, 1)) @ np.diff(self._col_start))
+        dense = len(mixed) * height * width * (PIXEL_COST + PIXEL_ROW_COST * self.grid_size[0])
+        return dense < OUTLINE_BATCH_COST + expanded * OUTLINE_COST
+
+    def _outline_cells(self, values: np.ndarray) -> np.ndarray:
+        """(n, h-1, w) bool: cells (r, c) whose corners L[r..r+1, c..c+1] disagree in sign
+        (c + 1 clamped at the last column); only there can a column's value cross zero
+        between source rows r and r + 1."""
+        positive = values > 0.0
+        right = np.minimum(np.arange(self.grid_size[1]) + 1, self.grid_size[1] - 1)
+        either = positive[:, :-1] | positive[:, 1:]
+        both = positive[:, :-1] & positive[:, 1:]
+        return (either | either[..., right]) & ~(both & both[..., right])
+
+    def _outline_counts(self, values: np.ndarray, mixed: np.ndarray) -> list[np.ndarray]:
+        """`run_counts` of float64 logits (n, h, w) with their `_outline_cells`."""
         height, width = self.output_size
         size = height * width
-        grid_h, grid_w = self.grid_size
-        num = len(logits)
-        values = logits.astype(np.float64)
-        positive = values > 0.0
+        num = len(values)
         # Row 0 of every column: on iff C[0, x] > 0; the last row: iff C[h-1, x] > 0 (the state
         # after every crossing of the column).
         top = self._columns(values[:, 0, :]) > 0.0  # (n, W)
         bottom = self._columns(values[:, -1, :]) > 0.0
-        toggles = [self._column_start_toggles(top, bottom)]
-        if grid_h > 1:
-            # Cells (r, c) whose corners L[r..r+1, c..c+1] disagree in sign: only there can a
-            # column's value cross zero between source rows r and r + 1.
-            right = np.minimum(np.arange(grid_w) + 1, grid_w - 1)
-            corners = np.stack([positive[:, :-1, :], positive[:, 1:, :],
-                                positive[:, :-1, right], positive[:, 1:, right]])
-            mixed = corners.any(axis=0) & ~corners.all(axis=0)  # (n, h-1, w)
-            # Outline cells expand to their output columns; when they are most of the grid
-            # (noisy logits), interpolating every column once is cheaper.
-            expanded = int(mixed.sum(axis=(0, 1)) @ np.diff(self._col_start))
-            if expanded * DENSE_COST_RATIO > num * (grid_h - 1) * width:
-                toggles.append(self._dense_toggles(values))
-            else:
-                toggles.append(self._crossing_toggles(values, *np.nonzero(mixed)))
+        toggles = [self._column_start_toggles(top, bottom),
+                   self._crossing_toggles(values, *np.nonzero(mixed))]
         keys = np.sort(np.concatenate(toggles), kind="stable")  # nearly sorted already
         # Toggles at one position cancel in pairs: keep the positions toggled an odd number
         # of times.
@@ -159,17 +193,28 @@ class RleUpsampler:
         return self._toggle_keys(masks[crossing], rows[crossing], columns[crossing],
                                  upper[crossing], lower[crossing])
 
-    def _dense_toggles(self, values: np.ndarray) -> np.ndarray:
-        """Global keys of every zero crossing, from all columns interpolated at once."""
-        by_column = values.transpose(0, 2, 1)  # (n, w, h): columns interpolated contiguous
+    def _dense_rles(self, values: np.ndarray) -> list[dict]:
+        """RLEs of float64 logits (n, h, w) through full masks: columns interpolated first (as
+        the outline path), then rows by matrix products, thresholded, encoded by pycocotools.
+        Masks go a few at a time, so that the float64 surface stays in cache."""
+        height, width = self.output_size
+        step = max(1, DENSE_CHUNK_PIXELS // (height * width))
         weight = self._col_weight[:, None]
-        columns = (by_column[:, self._col_low] * (1.0 - weight)
-                   + by_column[:, self._col_high] * weight)  # (n, W, h), column-major order
-        positive = columns > 0.0
-        masks, columns_at, rows = np.nonzero(positive[:, :, :-1] != positive[:, :, 1:])
-        flat = columns.reshape(-1)
-        upper_at = (masks * columns.shape[1] + columns_at) * columns.shape[2] + rows
-        return self._toggle_keys(masks, rows, columns_at, flat[upper_at], flat[upper_at + 1])
+        rles = []
+        columns_per_product = max(1, BLAS_SINGLE_THREAD_WORK // (height * self.grid_size[0]))
+        for first in range(0, len(values), step):
+            by_column = values[first:first + step].transpose(0, 2, 1)  # (n, w, h)
+            columns = (by_column[:, self._col_low] * (1.0 - weight)
+                       + by_column[:, self._col_high] * weight).reshape(-1, self.grid_size[0])
+            surface = np.empty((len(columns), height))
+            for row in range(0, len(columns), columns_per_product):
+                np.matmul(columns[row:row + columns_per_product], self._row_matrix,
+                          out=surface[row:row + columns_per_product])
+            masks = (surface > 0.0).view(np.uint8).reshape(len(by_column), width, height)
+            # (n, W, H) in C order is (H, W, n) in the Fortran order pycocotools reads.
+            rles += [{"size": [height, width], "counts": rle["counts"].decode("utf-8")}
+                     for rle in mask_util.encode(masks.transpose(2, 1, 0))]
+        return rles
 
     def _toggle_keys(self, masks: np.ndarray, rows: np.ndarray, columns: np.ndarray,
                      upper: np.ndarray, lower: np.ndarray) -> np.ndarray:

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from scipy.special import expit
 
 from ifc_jax.data.masks import empty_rle, encode_rle
 
@@ -127,22 +126,47 @@ class StrideEightUpsampler:
         return self.logits(stride8_logits) > 0.0
 
 
-def soft_iou(track_probs: np.ndarray, instance_probs: np.ndarray) -> np.ndarray:
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) in the logits' own precision (float32 from the tracker, as the
+    original computes on its GPU). numpy's vectorised exp makes this several times faster
+    than scipy.special.expit; exp overflows to inf for x < -88 in float32, giving exactly 0."""
+    out = np.negative(logits)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
+    out += 1.0
+    return np.reciprocal(out, out=out)
+
+
+def frame_sums(probs: np.ndarray) -> np.ndarray:
+    """(n, F, h8, w8) probabilities -> (n, F) float64 sums over each frame's cells."""
+    return probs.reshape(*probs.shape[:2], math.prod(probs.shape[2:])).sum(-1, dtype=np.float64)
+
+
+def soft_iou(track_probs: np.ndarray, instance_probs: np.ndarray,
+             track_sums: np.ndarray | None = None,
+             instance_sums: np.ndarray | None = None) -> np.ndarray:
     """Space-time soft IoU (docs/inference.md#merging-windows) of every track with every new
     instance.
 
     track_probs: (m, F, h8, w8), instance_probs: (n, F, h8, w8) mask probabilities on the
     same F shared frames. Sums run over time AND space before dividing:
     Σ p_s p_i / (Σ (p_s + p_i - p_s p_i) + 1e-6). Returns (m, n) float64.
+    track_sums (m, F) and instance_sums (n, F): their `frame_sums`, when already known (the
+    tracker computes them once per window instead of once per comparison).
 
-    The products are summed by a matrix product in the probabilities' own precision (float32
-    from the tracker, as the original computes on its GPU); the other sums in float64.
+    The products are summed by matrix products in the probabilities' own precision (float32
+    from the tracker, as the original computes on its GPU), one per frame then over the
+    frames in float64; the other sums in float64.
     """
-    old = track_probs.reshape(len(track_probs), -1)
-    new = instance_probs.reshape(len(instance_probs), -1)
-    intersection = (old @ new.T).astype(np.float64)
-    union = (old.sum(1, dtype=np.float64)[:, None] + new.sum(1, dtype=np.float64)[None, :]
-             - intersection)
+    if track_sums is None:
+        track_sums = frame_sums(track_probs)
+    if instance_sums is None:
+        instance_sums = frame_sums(instance_probs)
+    frames, cells = track_probs.shape[1], math.prod(track_probs.shape[2:])
+    old = track_probs.reshape(len(track_probs), frames, cells).transpose(1, 0, 2)  # (F, m, hw)
+    new = instance_probs.reshape(len(instance_probs), frames, cells).transpose(1, 2, 0)
+    intersection = np.matmul(old, new).sum(0, dtype=np.float64)  # (m, n)
+    union = (track_sums.sum(1)[:, None] + instance_sums.sum(1)[None, :] - intersection)
     return intersection / (union + SOFT_IOU_EPS)
 
 
@@ -157,11 +181,14 @@ def hungarian_matches(scores: np.ndarray, threshold: float) -> list[tuple[int, i
 
 @dataclass
 class _Window:
-    """A processed window kept for matching: probs[track_id] is (T', h8, w8) float32."""
+    """A processed window kept for matching: probs[i] (T', h8, w8) float32 and sums[i] (T',)
+    its per-frame sums (`frame_sums`) belong to track track_ids[i]."""
 
     start: int
     length: int
-    probs: dict[int, np.ndarray]
+    track_ids: list[int]
+    probs: np.ndarray  # (n, T', h8, w8)
+    sums: np.ndarray  # (n, T')
 
 
 @dataclass
@@ -237,10 +264,11 @@ class ClipTracker:
                              f"{self.num_frames}-frame video (previous start {self._last_start})")
         self._finalize_before(start)
         self._last_start = start
-        probs = expit(mask_logits)  # float32 (n, T', h8, w8)
-        matches = self._match(start, probs)
+        probs = sigmoid(mask_logits)  # float32 (n, T', h8, w8)
+        sums = frame_sums(probs)
+        matches = self._match(start, probs, sums)
 
-        new_window = _Window(start, length, {})
+        track_ids = []
         for instance in range(len(mask_logits)):
             track_id = matches.get(instance)
             if track_id is None:
@@ -258,14 +286,15 @@ class ClipTracker:
                     track.logit_sums[frame] = mask_logits[instance, offset].astype(np.float64)
                     track.window_counts[frame] = 1
             self._active.add(track_id)
-            new_window.probs[track_id] = probs[instance]
-        self._windows.append(new_window)
+            track_ids.append(track_id)
+        self._windows.append(_Window(start, length, track_ids, probs, sums))
         self._max_window_length = max(self._max_window_length, length)
         while len(self._windows) > self._max_window_length:
             self._windows.popleft()
 
-    def _match(self, start: int, probs: np.ndarray) -> dict[int, int]:
-        """instance index -> existing track id, for the matched instances of a new window."""
+    def _match(self, start: int, probs: np.ndarray, sums: np.ndarray) -> dict[int, int]:
+        """instance index -> existing track id, for the matched instances of a new window
+        (probs (n, T', h8, w8), sums (n, T') its `frame_sums`)."""
         num_instances, length = probs.shape[:2]
         if num_instances == 0:
             return {}
@@ -275,14 +304,13 @@ class ClipTracker:
         for window in list(self._windows)[-length:]:
             first = max(start, window.start)
             last = min(start + length, window.start + window.length)
-            if first >= last or not window.probs:
+            if first >= last or not window.track_ids:
                 continue  # no shared frame: this window adds nothing to any track
-            track_ids = list(window.probs)
-            siou = soft_iou(
-                np.stack([window.probs[t][first - window.start:last - window.start]
-                          for t in track_ids]),
-                probs[:, first - start:last - start])
-            for row, track_id in enumerate(track_ids):
+            old = slice(first - window.start, last - window.start)
+            new = slice(first - start, last - start)
+            siou = soft_iou(window.probs[:, old], probs[:, new], window.sums[:, old],
+                            sums[:, new])
+            for row, track_id in enumerate(window.track_ids):
                 siou_sums[track_id] = siou_sums.get(track_id, 0.0) + siou[row]
                 valid_windows[track_id] = valid_windows.get(track_id, 0) + 1
         if not siou_sums:
@@ -320,7 +348,7 @@ class ClipTracker:
 
     def retained_state(self) -> dict[str, int]:
         """What the tracker holds now: windows, dense arrays and their bytes, tracks."""
-        window_arrays = [a for w in self._windows for a in w.probs.values()]
+        window_arrays = [a for w in self._windows if w.track_ids for a in (w.probs, w.sums)]
         pending = [a for t in self._active for a in self._tracks[t].logit_sums.values()]
         kept = [a for t in self._tracks for a in (t.final_logits or {}).values()]
         return {"windows": len(self._windows), "tracks": len(self._tracks),
