@@ -17,6 +17,7 @@ from ifc_jax.inference.tracking import (
     hungarian_matches,
     keep_object_queries,
     kept_query_mask,
+    sigmoid,
     soft_iou,
     stride8_valid_size,
 )
@@ -194,6 +195,20 @@ def test_kept_queries_are_those_whose_argmax_is_not_no_object():
     kept_probs, kept_logits = keep_object_queries(probs, logits)
     np.testing.assert_array_equal(kept_probs, probs[[0, 2]])
     np.testing.assert_array_equal(kept_logits, logits[[0, 2]])
+
+
+def test_sigmoid_matches_scipy_expit_in_float32():
+    from scipy.special import expit
+
+    x = np.concatenate([np.linspace(-120, 120, 20001), [-1e30, 0.0, 1e30]]).astype(np.float32)
+    got = sigmoid(x)
+    assert got.dtype == np.float32
+    # Relative to float32 rounding, down to the smallest normal float32 (below it, about
+    # x < -87, float32 has no relative precision to keep).
+    np.testing.assert_allclose(got, expit(x.astype(np.float64)), rtol=1e-6,
+                               atol=float(np.finfo(np.float32).tiny))
+    assert got[-3] == 0.0 and got[-2] == 0.5 and got[-1] == 1.0
+    assert not np.shares_memory(got, x)  # the input is left as it was
 
 
 def test_soft_iou_sums_over_time_and_space():
