@@ -80,5 +80,5 @@ def test_outline_and_dense_paths_agree_at_720p(monkeypatch):
         outputs = []
         for dense in (False, True):
             monkeypatch.setattr(RleUpsampler, "choose_dense", lambda self, mixed, d=dense: d)
-            outputs.append(RleUpsampler((45, 80), (720, 1280))(logits))
+            outputs.append(up(logits))
         assert outputs[0] == outputs[1]

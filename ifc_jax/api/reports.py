@@ -286,7 +286,9 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
             return benchmark_postprocess(height=height or 720, width=width or 1280,
                                          tracks=tracks, num_frames=frames,
                                          threads=tuple(threads), repeats=repeats,
-                                         num_classes=int(config.model.num_classes))
+                                         num_classes=int(config.model.num_classes),
+                                         windows_per_call=int(
+                                             config.inference.windows_per_call))
         if what == "inference":
             from ifc_jax.benchmarks.inference import benchmark_inference
 

@@ -252,12 +252,11 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
     for dtype in dtypes:
         run_config = with_dtype(config, dtype)
         model, variables = random_model(run_config, seed)
-        predictors = {name: VideoPredictor(
-            model, variables, window_frames=min(window_frames, num_frames),
-            window_stride=window_stride or min(window_frames, num_frames),
-            match_threshold=float(config.inference.match_threshold),
-            windows_per_call=int(config.inference.windows_per_call),
-            host_threads=int(config.inference.host_threads))
+        # The config's inference settings but each setting's windows, and the frames given
+        # to the model at --height x --width as they are (no padding to a multiple).
+        predictors = {name: VideoPredictor.from_config(
+            model, variables, config.inference, window_frames=min(window_frames, num_frames),
+            window_stride=window_stride or min(window_frames, num_frames), pad_size_multiple=0)
             for name, window_frames, window_stride in SETTINGS}
         if kept_queries:
             variables = limit_kept_queries(predictors["near_online"], frames, kept_queries)

@@ -6,8 +6,8 @@ it finishes becomes one RLE per track at the video's original size. Measured on 
 model outputs: `tracks` objects (smooth elliptic logit blobs that drift and grow, with noise)
 on the stride-8 grid of a `--height` x `--width` video resized to short side 360 (45 x 80 for
 720 x 1280), near-online windows (T=5, S=1), so every frame is finished once per track. The
-finished frames go to the thread pool once per 8 windows, as the predictor hands them over
-once per device call of `windows_per_call` (8) windows.
+finished frames go to the thread pool once per `windows_per_call` windows (the config's: 8 by
+default), as the predictor hands them over once per device call.
 
 Reported per host thread count: milliseconds of wall time per output frame for the whole
 host side (`inference.predictor.VideoTracking`, RLEs straight from the logits), and beside it
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 WINDOW_FRAMES, WINDOW_STRIDE = 5, 1
-WINDOWS_PER_CALL = 8  # config.inference.windows_per_call's default: windows per device call
 SHORT_SIDE = 360
 
 
@@ -60,7 +59,8 @@ def synthetic_windows(num_frames: int, tracks: int, grid: tuple[int, int], num_c
 
 
 def _run_tracking(windows: list, num_frames: int, grid: tuple[int, int],
-                  output_size: tuple[int, int], threads: int) -> tuple[float, list]:
+                  output_size: tuple[int, int], threads: int, windows_per_call: int
+                  ) -> tuple[float, list]:
     from ifc_jax.inference.predictor import STAGES, VideoTracking
 
     pool = (concurrent.futures.ThreadPoolExecutor(threads) if threads else None)
@@ -70,7 +70,7 @@ def _run_tracking(windows: list, num_frames: int, grid: tuple[int, int],
                                  dict.fromkeys(STAGES, 0.0))
         for index, (start, probs, logits) in enumerate(windows):
             tracking.add_window(start, probs, logits)
-            if (index + 1) % WINDOWS_PER_CALL == 0:
+            if (index + 1) % windows_per_call == 0:
                 tracking.flush()  # as the predictor does once per device call
         prediction = tracking.finish(len(windows)).result()
         return time.perf_counter() - begin, prediction.segmentations
@@ -104,7 +104,8 @@ def _run_full_size(windows: list, num_frames: int, grid: tuple[int, int],
 
 def benchmark_postprocess(*, height: int = 720, width: int = 1280, tracks: int = 10,
                           num_frames: int = 36, threads: tuple[int, ...] = (1, 2),
-                          repeats: int = 3, num_classes: int = 40) -> dict[str, Any]:
+                          repeats: int = 3, num_classes: int = 40, windows_per_call: int = 8
+                          ) -> dict[str, Any]:
     """Host ms per output frame of the post-processing, per thread count; see the module
     docstring."""
     from ifc_jax.data.clips import shortest_edge_size
@@ -122,9 +123,9 @@ def benchmark_postprocess(*, height: int = 720, width: int = 1280, tracks: int =
     reference_seconds, reference = _run_full_size(windows, num_frames, grid, output_size)
     runs = []
     for count in threads:
-        _run_tracking(windows, num_frames, grid, output_size, count)  # warm-up
-        seconds = [_run_tracking(windows, num_frames, grid, output_size, count)
-                   for _ in range(repeats)]
+        run = (windows, num_frames, grid, output_size, count, windows_per_call)
+        _run_tracking(*run)  # warm-up
+        seconds = [_run_tracking(*run) for _ in range(repeats)]
         best = min(s for s, _ in seconds)
         same = seconds[0][1] == reference
         runs.append({"threads": count, "ms_per_frame": 1000 * best / num_frames,

@@ -331,14 +331,14 @@ class VideoPredictor:
         self.run_window = jax.jit(run_window)
 
     @classmethod
-    def from_config(cls, model: IFC, variables: Any, inference_config: Any) -> VideoPredictor:
-        """The predictor of a validated `config.inference`."""
-        return cls(model, variables, window_frames=inference_config.window_frames,
-                   window_stride=inference_config.window_stride,
-                   match_threshold=inference_config.match_threshold,
-                   windows_per_call=inference_config.windows_per_call,
-                   host_threads=inference_config.host_threads,
-                   pad_size_multiple=inference_config.pad_size_multiple)
+    def from_config(cls, model: IFC, variables: Any, inference_config: Any,
+                    **overrides: Any) -> VideoPredictor:
+        """The predictor of a validated `config.inference`, with `overrides` of any of the
+        constructor's keyword arguments (the benchmarks set their own windows)."""
+        settings = {name: inference_config[name]
+                    for name in ("window_frames", "window_stride", "match_threshold",
+                                 "windows_per_call", "host_threads", "pad_size_multiple")}
+        return cls(model, variables, **{**settings, **overrides})
 
     def on_device(self, device: jax.Device) -> VideoPredictor:
         """A predictor running on `device`: the variables copied there, the compiled

@@ -101,13 +101,6 @@ class RleUpsampler:
             return self._dense_rles(values)
         return self._compress(self._outline_counts(values, mixed))
 
-    def run_counts(self, logits: np.ndarray) -> list[np.ndarray]:
-        """Uncompressed COCO counts of each mask (the outline path): alternating off/on run
-        lengths, column-major, starting with an off run (0 if the mask starts on), no trailing
-        off run."""
-        values = np.asarray(logits).astype(np.float64)
-        return self._outline_counts(values, self._outline_cells(values))
-
     def choose_dense(self, mixed: np.ndarray) -> bool:
         """Whether the dense path is estimated cheaper for a batch with these outline cells
         (n, h-1, w)."""
@@ -127,7 +120,9 @@ class RleUpsampler:
         return (either | either[..., right]) & ~(both & both[..., right])
 
     def _outline_counts(self, values: np.ndarray, mixed: np.ndarray) -> list[np.ndarray]:
-        """`run_counts` of float64 logits (n, h, w) with their `_outline_cells`."""
+        """Uncompressed COCO counts of each mask of float64 logits (n, h, w) with their
+        `_outline_cells`: alternating off/on run lengths, column-major, starting with an off
+        run (0 if the mask starts on), no trailing off run."""
         height, width = self.output_size
         size = height * width
         num = len(values)
@@ -212,8 +207,7 @@ class RleUpsampler:
                           out=surface[row:row + columns_per_product])
             masks = (surface > 0.0).view(np.uint8).reshape(len(by_column), width, height)
             # (n, W, H) in C order is (H, W, n) in the Fortran order pycocotools reads.
-            rles += [{"size": [height, width], "counts": rle["counts"].decode("utf-8")}
-                     for rle in mask_util.encode(masks.transpose(2, 1, 0))]
+            rles += self._json_rles(mask_util.encode(masks.transpose(2, 1, 0)))
         return rles
 
     def _toggle_keys(self, masks: np.ndarray, rows: np.ndarray, columns: np.ndarray,
@@ -256,8 +250,12 @@ class RleUpsampler:
 
     def _compress(self, counts: Sequence[np.ndarray]) -> list[dict]:
         height, width = self.output_size
-        encoded = mask_util.frPyObjects(
-            [{"size": [height, width], "counts": c} for c in counts], height, width)
+        return self._json_rles(mask_util.frPyObjects(
+            [{"size": [height, width], "counts": c} for c in counts], height, width))
+
+    def _json_rles(self, encoded: list[dict]) -> list[dict]:
+        """pycocotools' compressed RLEs (bytes counts) -> JSON-ready ones of the output size."""
+        height, width = self.output_size
         return [{"size": [height, width], "counts": rle["counts"].decode("utf-8")}
                 for rle in encoded]
 
