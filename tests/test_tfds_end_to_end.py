@@ -23,8 +23,9 @@ from ifc_jax.data.ytvis import load_ytvis
 from ifc_jax.io import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = [  # configs/tiny.py's model sizes, 2 clips per step
+SMALL = [  # configs/tiny.py's model sizes, fewer transformer layers, 2 clips per step
     "--config.model.hidden_dim=32", "--config.model.dim_feedforward=64",
+    "--config.model.enc_layers=1", "--config.model.dec_layers=2",
     "--config.model.backbone.width=8", "--config.data.train_short_sides=(64,)",
     "--config.data.train_max_size=128", "--config.data.test_short_side=64",
     "--config.data.test_max_size=128", "--config.data.pad_height=64",

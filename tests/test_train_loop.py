@@ -12,8 +12,11 @@ import pytest
 from ifc_jax.train.loop import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL_MODEL = [  # the tests check behaviour, not accuracy: configs/tiny.py's sizes
+# The tests check behaviour, not accuracy: configs/tiny.py's sizes with fewer transformer
+# layers (1 encoder, 2 decoder: the aux-loss path kept), a third less to compile.
+SMALL_MODEL = [
     "--config.model.hidden_dim=32", "--config.model.dim_feedforward=64",
+    "--config.model.enc_layers=1", "--config.model.dec_layers=2",
     "--config.model.backbone.width=8", "--config.data.train_short_sides=(64,)",
     "--config.data.train_max_size=128", "--config.data.test_short_side=64",
     "--config.data.test_max_size=128", "--config.data.pad_height=64",
@@ -170,7 +173,9 @@ def test_two_processes_agree_and_a_job_preempted_on_one_host_resumes_exactly(tmp
     steps = 6
     outputs = _wait_all(_two_processes(reference_dir, toy_root, steps, _free_port(),
                                        "--config.train.matcher=host",
-                                       f"--config.train.eval_every_steps={steps}"))
+                                       f"--config.train.eval_every_steps={steps}",
+                                       # saved once, at the end: what the evaluation reads
+                                       f"--config.train.checkpoint_every={steps}"))
     losses = [[line.split("| loss ")[1].split()[0] for line in stderr.splitlines()
                if "| loss " in line] for stderr in outputs]
     assert len(losses[0]) == steps and losses[0] == losses[1]
