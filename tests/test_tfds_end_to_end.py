@@ -21,17 +21,10 @@ from ifc_jax.data import sources
 from ifc_jax.data.toy import generate_toy_dataset
 from ifc_jax.data.ytvis import load_ytvis
 from ifc_jax.io import UserError
+from tests.test_train_loop import DEVICE_MATCHER, SMALL_MODEL
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = [  # configs/tiny.py's model sizes, fewer transformer layers, 2 clips per step
-    "--config.model.hidden_dim=32", "--config.model.dim_feedforward=64",
-    "--config.model.enc_layers=1", "--config.model.dec_layers=2",
-    "--config.model.backbone.width=8", "--config.data.train_short_sides=(64,)",
-    "--config.data.train_max_size=128", "--config.data.test_short_side=64",
-    "--config.data.test_max_size=128", "--config.data.pad_height=64",
-    "--config.data.pad_width=96", "--config.train.batch_size=2",
-    "--config.train.matcher=device",
-]
+SMALL = [*SMALL_MODEL, "--config.train.batch_size=2", DEVICE_MATCHER]  # 2 clips per step
 
 
 @pytest.fixture(scope="module")
