@@ -166,6 +166,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.inference.pad_size_multiple = 0
     # Host threads encoding the final masks as RLEs while the device works (0: inline).
     config.inference.host_threads = 2
+    # Where the final masks' RLE run boundaries are found (docs/inference.md#final-masks):
+    # host (from the mask outline, in float64), device (every column on the accelerator, in
+    # float32, the host only compresses), auto (device on GPU/TPU, host on CPU).
+    config.inference.mask_rle = "auto"
     config.inference.class_threshold = 0.01  # results keep (track, class) above it
     config.inference.multi_class = True  # one result per (track, class) above the threshold
     # Leave out tracks whose masks are empty in every frame (they can only be false

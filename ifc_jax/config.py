@@ -37,6 +37,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 ATTENTION_KERNELS = ("auto", "xla", "cudnn")
 MODEL_KERNELS = ("auto", "xla", "cpu")  # convolution / max-pool paths (models/layers.py)
 MATCHERS = ("host", "device")
+MASK_RLE_PATHS = ("auto", "host", "device")  # inference/predictor.py
 DISTRIBUTED_MODES = ("off", "auto", "explicit")
 TOY_MASK_ENCODINGS = ("rle", "uncompressed_rle", "polygon", "mixed")
 GROUP_NORM_GROUPS = 32  # the spatial decoder's GroupNorm: hidden_dim must divide into it
@@ -390,6 +391,7 @@ RULES: tuple[Rule, ...] = (
      lambda v, c: _is_int(v) and v >= 0 and v % PAD_MULTIPLE == 0,
      f"must be 0 or a positive multiple of {PAD_MULTIPLE}"),
     ("inference.host_threads", _at_least(0), "must be an integer >= 0"),
+    ("inference.mask_rle", _one_of(MASK_RLE_PATHS), f"must be one of {', '.join(MASK_RLE_PATHS)}"),
     ("inference.class_threshold", _fraction(False, True), "must be in [0, 1)"),
     ("inference.multi_class", _boolean, "must be True or False"),
     ("inference.drop_empty_tracks", _boolean, "must be True or False"),

@@ -110,5 +110,14 @@ def test_postprocess_benchmark_json_and_same_masks_as_the_full_size_path(capsys)
     for run in result["runs"]:
         assert run["same_masks_as_full_size"] is True and run["ms_per_frame"] > 0
     assert result["full_size_path"]["ms_per_frame"] > 0
+    assert result["mask_rle"] == "RleUpsampler"  # auto on a CPU
+    code = cli.main(["benchmark", "--what", "postprocess", "--json", "--height", "90",
+                     "--width", "160", "--frames", "8", "--tracks", "3", "--threads", "2",
+                     "--repeats", "1", "--config.inference.mask_rle=device"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["mask_rle"] == "DeviceRleEncoder"
+    assert result["runs"][0]["same_masks_as_full_size"] is True
     code = cli.main(["benchmark", "--what", "postprocess", "--threads", "-1"])
     assert code == 2 and "error: " in capsys.readouterr().err

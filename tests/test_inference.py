@@ -116,6 +116,28 @@ def test_submitted_videos_complete_in_any_order_with_the_results_of_predict(
     assert sorted(tracked) == sorted(list(range(7)) + list(range(5)))
 
 
+def test_predictions_with_device_rles_equal_the_host_ones(model_and_variables):
+    """A whole video at twice its model size: the same tracks, the same masks up to pixels
+    at float32 rounding from 0."""
+    model, variables = model_and_variables
+    frames = _video(7, seed=7)
+    results = {}
+    for mask_rle in ("host", "device"):
+        predictor = VideoPredictor(model, variables, window_frames=3, window_stride=1,
+                                   match_threshold=0.05, windows_per_call=2,
+                                   mask_rle=mask_rle).on_device(jax.devices()[1])
+        results[mask_rle] = predictor.predict(list(frames), 7, (40, 56), (80, 112))
+    host, device = results["host"], results["device"]
+    assert len(host.segmentations) == len(device.segmentations) > 0
+    for a, b in zip(host.class_probs, device.class_probs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    differing = 0
+    for host_track, device_track in zip(host.segmentations, device.segmentations, strict=True):
+        for a, b in zip(host_track, device_track, strict=True):
+            differing += int((mask_util.decode(a) != mask_util.decode(b)).sum())
+    assert differing <= 2
+
+
 def test_short_video_single_window_masks_match_reference(model_and_variables):
     """A 2-frame video with T=5: one padded window; masks = crop, bilinear to original, > 0."""
     model, variables = model_and_variables

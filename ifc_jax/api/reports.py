@@ -252,7 +252,7 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
       clips/s of the jitted step (`batches` timed after `warmup`) and the bytes of its input
       batch. `peak_size`: the matmul that measures the peak. postprocess: host ms per output
       frame of `tracks` tracks at `height` x `width` (default 720x1280) per count in
-      `threads`.
+      `threads`, the masks' run boundaries found where `config.inference.mask_rle` says.
     `config` None: BENCHMARK_RECIPES[what].
     """
     from ifc_jax.models.attention import attention_implementation
@@ -288,7 +288,8 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
                                          threads=tuple(threads), repeats=repeats,
                                          num_classes=int(config.model.num_classes),
                                          windows_per_call=int(
-                                             config.inference.windows_per_call))
+                                             config.inference.windows_per_call),
+                                         mask_rle=config.inference.mask_rle)
         if what == "inference":
             from ifc_jax.benchmarks.inference import benchmark_inference
 

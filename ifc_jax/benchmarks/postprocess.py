@@ -12,9 +12,13 @@ default), as the predictor hands them over once per device call.
 Reported per host thread count: milliseconds of wall time per output frame for the whole
 host side (`inference.predictor.VideoTracking`, RLEs straight from the logits), and beside it
 the full-size path it replaces (each mask upsampled to the output size in float64, then
-encoded by pycocotools; one thread), whose masks are checked to be the same.
+encoded by pycocotools; one thread), whose masks are checked to be the same. The RLEs' run
+boundaries are found where `config.inference.mask_rle` says: `auto` is the host's outline
+path on a CPU and the device program on a GPU/TPU (whose device time then counts in the
+wall time, as it does for the predictor's threads).
 
   python main.py benchmark --what postprocess --json            # 720x1280, 10 tracks
+  python main.py benchmark --what postprocess --json --config.inference.mask_rle=device
 """
 
 from __future__ import annotations
@@ -59,15 +63,15 @@ def synthetic_windows(num_frames: int, tracks: int, grid: tuple[int, int], num_c
 
 
 def _run_tracking(windows: list, num_frames: int, grid: tuple[int, int],
-                  output_size: tuple[int, int], threads: int, windows_per_call: int
-                  ) -> tuple[float, list]:
+                  output_size: tuple[int, int], threads: int, windows_per_call: int,
+                  mask_rle: str) -> tuple[float, list]:
     from ifc_jax.inference.predictor import STAGES, VideoTracking
 
     pool = (concurrent.futures.ThreadPoolExecutor(threads) if threads else None)
     try:
         begin = time.perf_counter()
         tracking = VideoTracking(num_frames, 0.05, grid, output_size, pool, threads,
-                                 dict.fromkeys(STAGES, 0.0))
+                                 dict.fromkeys(STAGES, 0.0), mask_rle)
         for index, (start, probs, logits) in enumerate(windows):
             tracking.add_window(start, probs, logits)
             if (index + 1) % windows_per_call == 0:
@@ -104,11 +108,14 @@ def _run_full_size(windows: list, num_frames: int, grid: tuple[int, int],
 
 def benchmark_postprocess(*, height: int = 720, width: int = 1280, tracks: int = 10,
                           num_frames: int = 36, threads: tuple[int, ...] = (1, 2),
-                          repeats: int = 3, num_classes: int = 40, windows_per_call: int = 8
-                          ) -> dict[str, Any]:
+                          repeats: int = 3, num_classes: int = 40, windows_per_call: int = 8,
+                          mask_rle: str = "auto") -> dict[str, Any]:
     """Host ms per output frame of the post-processing, per thread count; see the module
     docstring."""
+    import jax
+
     from ifc_jax.data.clips import shortest_edge_size
+    from ifc_jax.inference.predictor import mask_encoder
     from ifc_jax.inference.tracking import stride8_valid_size
     from ifc_jax.io import UserError
 
@@ -123,7 +130,7 @@ def benchmark_postprocess(*, height: int = 720, width: int = 1280, tracks: int =
     reference_seconds, reference = _run_full_size(windows, num_frames, grid, output_size)
     runs = []
     for count in threads:
-        run = (windows, num_frames, grid, output_size, count, windows_per_call)
+        run = (windows, num_frames, grid, output_size, count, windows_per_call, mask_rle)
         _run_tracking(*run)  # warm-up
         seconds = [_run_tracking(*run) for _ in range(repeats)]
         best = min(s for s, _ in seconds)
@@ -134,6 +141,8 @@ def benchmark_postprocess(*, height: int = 720, width: int = 1280, tracks: int =
         "what": "postprocess",
         "height": height, "width": width, "tracks": tracks, "frames": num_frames,
         "grid": list(grid), "windows": len(windows), "repeats": repeats,
+        "mask_rle": type(mask_encoder(grid, output_size, mask_rle)).__name__,
+        "backend": jax.default_backend(),
         "runs": runs,
         "full_size_path": {"threads": 1, "ms_per_frame": 1000 * reference_seconds / num_frames},
     }
@@ -150,6 +159,6 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join([
         f"host post-processing of {result['tracks']} tracks, {result['frames']} frames at "
         f"{result['height']}x{result['width']} (stride-8 grid {result['grid'][0]}x"
-        f"{result['grid'][1]}, {result['windows']} near-online windows), best of "
-        f"{result['repeats']}",
+        f"{result['grid'][1]}, {result['windows']} near-online windows), run boundaries by "
+        f"{result['mask_rle']} on {result['backend']}, best of {result['repeats']}",
         format_table(["threads", "ms/frame", "frames/s", "same masks"], rows)])

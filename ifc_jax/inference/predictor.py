@@ -17,8 +17,9 @@ The algorithm: docs/inference.md.
   of each window travel to the host, while the device already works on the next calls: no
   call waits for the host;
 * kept instances go to `ClipTracker`; each frame it finishes is turned into RLEs at the
-  original size straight from its stride-8 mean logits (`RleUpsampler`, no full-size mask),
-  on a thread pool that overlaps with the device and the tracker;
+  original size straight from its stride-8 mean logits, no full-size mask, on a thread pool
+  that overlaps with the device and the tracker: `RleUpsampler` on the host, or, on a GPU or
+  TPU, `DeviceRleEncoder` with the run boundaries found on the device (`mask_rle`);
 * `submit` returns once all of a video's calls are dispatched, the last ones still in flight;
   `PendingPrediction.result()` tracks their windows and waits for the masks. Submitting the
   next video before that (as `evaluate` does) keeps the device busy across videos.
@@ -45,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifc_jax.data.masks import empty_rle
+from ifc_jax.inference import device_rle
 from ifc_jax.inference.rle_upsample import RleUpsampler
 from ifc_jax.inference.tracking import ClipTracker, stride8_valid_size
 from ifc_jax.models.ifc import IFC
@@ -61,6 +63,24 @@ KEPT_SLOTS = 32
 MASKS_PER_JOB = 16
 # Window calls dispatched ahead of the one whose outputs the host is working on.
 CALLS_IN_FLIGHT = 2
+# Values of `config.inference.mask_rle`: where the final masks' run boundaries are found.
+MASK_RLE_PATHS = ("auto", "host", "device")
+
+
+def mask_encoder(valid_size: tuple[int, int], output_size: tuple[int, int], mask_rle: str,
+                 device: jax.Device | None = None) -> RleUpsampler | device_rle.DeviceRleEncoder:
+    """The encoder of (n, h8, w8) mean logits -> n RLEs at `output_size` for `mask_rle`:
+    "host" `RleUpsampler`; "device" `DeviceRleEncoder` on `device` (JAX's default when None)
+    where it supports the sizes (upsampling), else the host one; "auto" the device one on a
+    GPU or TPU, the host one on a CPU (where the "device" is the host's own cores and the
+    outline path costs less). Both give the same masks."""
+    if mask_rle not in MASK_RLE_PATHS:
+        raise ValueError(f"mask_rle must be one of {MASK_RLE_PATHS}, got {mask_rle!r}")
+    platform = (device or jax.devices()[0]).platform
+    on_device = mask_rle == "device" or (mask_rle == "auto" and platform != "cpu")
+    if on_device and device_rle.supports(valid_size, output_size):
+        return device_rle.DeviceRleEncoder(valid_size, output_size, device)
+    return RleUpsampler(valid_size, output_size)
 
 
 def window_bounds(num_frames: int, window_frames: int, window_stride: int
@@ -168,7 +188,7 @@ class _FrameMasks:
     returns a track's per-frame RLE list (the empty RLE where the track has no mask).
     """
 
-    def __init__(self, upsampler: RleUpsampler, num_frames: int,
+    def __init__(self, upsampler: RleUpsampler | device_rle.DeviceRleEncoder, num_frames: int,
                  pool: concurrent.futures.Executor | None, threads: int,
                  seconds: dict[str, float]):
         self._upsampler, self._num_frames, self._pool = upsampler, num_frames, pool
@@ -238,15 +258,17 @@ class PendingPrediction:
 
 class VideoTracking:
     """The host side of one video: windows' kept instances into `ClipTracker`, each frame it
-    finishes into RLEs at the original size on the thread pool (`RleUpsampler` straight from
-    the stride-8 mean logits). `finish()` returns the PendingPrediction."""
+    finishes into RLEs at the original size on the thread pool (`mask_encoder(..., mask_rle,
+    device)` straight from the stride-8 mean logits). `finish()` returns the
+    PendingPrediction."""
 
     def __init__(self, num_frames: int, match_threshold: float, valid_size: tuple[int, int],
                  output_size: tuple[int, int], pool: concurrent.futures.Executor | None,
-                 threads: int, seconds: dict[str, float]):
+                 threads: int, seconds: dict[str, float], mask_rle: str = "host",
+                 device: jax.Device | None = None):
         self._seconds = seconds
-        self._masks = _FrameMasks(RleUpsampler(valid_size, output_size), num_frames, pool,
-                                  threads, seconds)
+        self._masks = _FrameMasks(mask_encoder(valid_size, output_size, mask_rle, device),
+                                  num_frames, pool, threads, seconds)
         self._keys: list[tuple[int, int]] = []
         self._logits: list[np.ndarray] = []
         self._tracker = ClipTracker(num_frames, match_threshold, self._on_final_frame,
@@ -291,14 +313,18 @@ class VideoPredictor:
 
     def __init__(self, model: IFC, variables: Any, *, window_frames: int, window_stride: int,
                  match_threshold: float, windows_per_call: int = 8, host_threads: int = 2,
-                 pad_size_multiple: int = 0):
-        """window_frames T, window_stride S, match_threshold, windows_per_call, host_threads
-        and pad_size_multiple as in `config.inference` (docs/inference.md); `from_config`
-        reads them from there."""
+                 pad_size_multiple: int = 0, mask_rle: str = "auto"):
+        """window_frames T, window_stride S, match_threshold, windows_per_call, host_threads,
+        pad_size_multiple and mask_rle as in `config.inference` (docs/inference.md);
+        `from_config` reads them from there."""
         if windows_per_call < 1 or host_threads < 0 or pad_size_multiple < 0:
             raise ValueError("windows_per_call must be >= 1, host_threads and "
                              "pad_size_multiple >= 0")
+        if mask_rle not in MASK_RLE_PATHS:
+            raise ValueError(f"mask_rle must be one of {MASK_RLE_PATHS}, got {mask_rle!r}")
         self.pad_size_multiple = pad_size_multiple
+        self.mask_rle = mask_rle
+        self.device: jax.Device | None = None  # None: JAX's default device
         self.model = model
         self.variables = variables
         self.window_frames = window_frames
@@ -337,7 +363,8 @@ class VideoPredictor:
         constructor's keyword arguments (the benchmarks set their own windows)."""
         settings = {name: inference_config[name]
                     for name in ("window_frames", "window_stride", "match_threshold",
-                                 "windows_per_call", "host_threads", "pad_size_multiple")}
+                                 "windows_per_call", "host_threads", "pad_size_multiple",
+                                 "mask_rle")}
         return cls(model, variables, **{**settings, **overrides})
 
     def on_device(self, device: jax.Device) -> VideoPredictor:
@@ -345,6 +372,7 @@ class VideoPredictor:
         functions and the RLE thread pool shared with this one."""
         other = copy.copy(self)
         other.variables = jax.device_put(self.variables, device)
+        other.device = device
         return other
 
     def _run_windows(self, variables: Any, first: dict[str, jax.Array],
@@ -459,7 +487,8 @@ class VideoPredictor:
         seconds = dict.fromkeys(STAGES, 0.0)
         read = [0]  # frames read from `frames` so far
         tracking = VideoTracking(num_frames, self.match_threshold, valid_size, output_size,
-                                 self._pool, self.host_threads, seconds)
+                                 self._pool, self.host_threads, seconds, self.mask_rle,
+                                 self.device)
         calls = self.plan(num_frames)
         chunks = self._chunks(frames, height, width, seconds, read)
         stored: dict[int, dict[str, jax.Array]] = {}
