@@ -73,10 +73,11 @@ def mask_encoder(valid_size: tuple[int, int], output_size: tuple[int, int], mask
     "host" `RleUpsampler`; "device" `DeviceRleEncoder` on `device` (JAX's default when None)
     where it supports the sizes (upsampling), else the host one; "auto" the device one on a
     GPU or TPU, the host one on a CPU (where the "device" is the host's own cores and the
-    outline path costs less). Both give the same masks."""
+    outline path costs less). Both give the same masks but for pixels whose value is within
+    float32 rounding of 0."""
     if mask_rle not in MASK_RLE_PATHS:
         raise ValueError(f"mask_rle must be one of {MASK_RLE_PATHS}, got {mask_rle!r}")
-    platform = (device or jax.devices()[0]).platform
+    platform = device.platform if device is not None else jax.default_backend()
     on_device = mask_rle == "device" or (mask_rle == "auto" and platform != "cpu")
     if on_device and device_rle.supports(valid_size, output_size):
         return device_rle.DeviceRleEncoder(valid_size, output_size, device)
