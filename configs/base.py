@@ -164,11 +164,13 @@ def get_config() -> ml_collections.ConfigDict:
     # dataset has few). N: padded at the bottom/right to a multiple of N, the padding masked
     # as in training, so image sets of many sizes (COCO) compile a few programs, not hundreds.
     config.inference.pad_size_multiple = 0
-    # Host threads encoding the final masks as RLEs while the device works (0: inline).
+    # Host threads encoding the final masks as RLEs while the device works (0: inline; on a
+    # CPU backend at most half the cores, as XLA's threads already use them all).
     config.inference.host_threads = 2
     # Where the final masks' RLE run boundaries are found (docs/inference.md#final-masks):
     # host (from the mask outline, in float64), device (every column on the accelerator, in
-    # float32, the host only compresses), auto (device on GPU/TPU, host on CPU).
+    # float32, the host only compresses), auto (device on GPU/TPU; on a CPU host, except
+    # for noisy batches, which go to the device program).
     config.inference.mask_rle = "auto"
     config.inference.class_threshold = 0.01  # results keep (track, class) above it
     config.inference.multi_class = True  # one result per (track, class) above the threshold

@@ -18,10 +18,13 @@ from tests import numpy_reference as ref
 from tests.test_rle_upsample import blobs, reference
 
 
-def assert_matches_reference(logits: np.ndarray, height: int, width: int) -> int:
-    """The device RLEs equal pycocotools' strings of the reference masks, except at pixels
-    whose float64 value is within float32 rounding of 0; returns how many pixels differ."""
-    got = DeviceRleEncoder(logits.shape[1:], (height, width))(logits)
+def assert_matches_reference(logits: np.ndarray, height: int, width: int,
+                             encoder: object | None = None) -> int:
+    """The RLEs of `encoder` (default: the device's) equal pycocotools' strings of the
+    reference masks, except at pixels whose float64 value is within float32 rounding of 0;
+    returns how many pixels differ."""
+    encoder = encoder or DeviceRleEncoder(logits.shape[1:], (height, width))
+    got = encoder(logits)
     expected, values = reference(logits, height, width)
     assert len(got) == len(expected)
     differing = 0
@@ -37,17 +40,53 @@ def assert_matches_reference(logits: np.ndarray, height: int, width: int) -> int
     return differing
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_random_grids_and_upsampled_sizes_match_full_size_masks(seed):
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("compact_on_host", [True, False], ids=["host-compaction", "pack"])
+def test_random_grids_and_upsampled_sizes_match_full_size_masks(seed, compact_on_host):
     rng = np.random.default_rng(seed)
     differing = 0
     for _ in range(25):
         grid_h, grid_w = (int(v) for v in rng.integers(1, 10, 2))
         height = int(rng.integers(grid_h, 70))  # upsampling, equal sizes, one-pixel sides
         width = int(rng.integers(grid_w, 70))
-        logits = rng.normal(size=(int(rng.integers(1, 12)), grid_h, grid_w))
-        differing += assert_matches_reference(logits.astype(np.float32), height, width)
+        logits = rng.normal(size=(int(rng.integers(1, 20)), grid_h, grid_w))
+        encoder = DeviceRleEncoder((grid_h, grid_w), (height, width),
+                                   compact_on_host=compact_on_host)
+        differing += assert_matches_reference(logits.astype(np.float32), height, width, encoder)
     assert differing <= 2  # float32 rounding moves a pixel rarely, never by more than that
+
+
+def test_batches_are_split_into_few_sizes_with_little_padding():
+    for count in range(0, 3 * device_rle.MAX_BATCH):
+        sizes = device_rle.batch_sizes(count)
+        assert count <= sum(sizes) < count + device_rle.MIN_BATCH
+        assert all(size & (size - 1) == 0 and device_rle.MIN_BATCH <= size
+                   <= device_rle.MAX_BATCH for size in sizes)
+        assert sizes == sorted(sizes, reverse=True)
+        assert not count or sum(sizes[:-1]) < count  # the last call holds a real mask
+
+
+def test_noisy_batches_on_a_cpu_take_the_device_encoder_and_match_the_reference():
+    """`auto` on a CPU: the host's outline path for object masks, the device's program
+    (compacted on the host) for batches whose outline is most of the grid."""
+    calls = []
+    device = DeviceRleEncoder((16, 28), (128, 224))
+
+    def dense(logits):
+        calls.append(len(logits))
+        return device(logits)
+
+    hybrid = RleUpsampler((16, 28), (128, 224), dense_encoder=dense)
+    noisy = np.random.default_rng(3).normal(size=(12, 16, 28)).astype(np.float32)
+    assert assert_matches_reference(noisy, 128, 224, hybrid) <= 2
+    assert calls == [12]
+    objects = blobs(4, (16, 28), seed=4, noise=0.3)
+    assert hybrid(objects) == RleUpsampler((16, 28), (128, 224))(objects)
+    assert calls == [12]  # the outline path: the device encoder not called
+    chosen = mask_encoder((16, 28), (128, 224), "auto", jax.devices()[0])
+    assert isinstance(chosen.dense_encoder, DeviceRleEncoder)
+    assert chosen.dense_encoder.compact_on_host
+    assert mask_encoder((16, 28), (128, 224), "host").dense_encoder is None
 
 
 def test_object_masks_at_720p_match_the_reference_and_the_host_path():

@@ -57,6 +57,16 @@ def _direct(model, variables, frames):
     return np.asarray(probs), np.asarray(out["pred_masks"][-1, 0])
 
 
+def test_rle_threads_on_a_cpu_leave_the_cores_to_xla():
+    rle_threads = predictor_module.rle_threads
+    assert rle_threads(2, "cpu", 2) == 1
+    assert rle_threads(2, "cpu", 1) == 1
+    assert rle_threads(3, "cpu", 4) == 2
+    assert rle_threads(2, "cpu", 16) == 2
+    assert rle_threads(4, "gpu", 2) == 4 and rle_threads(4, "tpu", 1) == 4
+    assert rle_threads(0, "cpu", 8) == 0  # inline stays inline
+
+
 def test_windows_see_the_same_features_as_a_direct_forward(model_and_variables, monkeypatch):
     model, variables = model_and_variables
     frames = _video(6, seed=1)

@@ -18,13 +18,15 @@ source-row segment) pair at once, as one jitted program, instead of only for the
 * a second program packs each mask's toggles (cumulative sum, scatter) into run lengths,
   `max_runs` per mask, a power of two the host picks from the masks' toggle counts;
 * the host only slices each mask's run lengths and has pycocotools compress them to its
-  string form: no per-pixel and no per-pair work on the host.
+  string form: no per-pixel and no per-pair work on the host. On a CPU, where XLA's scatter
+  is slow, the host gathers the toggles into run lengths instead (`host_run_lengths`).
 
 The arithmetic is float32 (the precision PyTorch upsamples the mean logits in on a GPU): a
 pixel can differ from a float64 resize only where the interpolated value is within float32
 rounding of 0 (tests bound it). Meant for GPUs and TPUs, where the device does this work in
-microseconds and the host thread is freed for the next masks; on a CPU the device is the
-host's own cores and `RleUpsampler`'s outline path costs less (`config.inference.mask_rle`).
+microseconds and the host thread is freed for the next masks. On a CPU, `RleUpsampler`'s
+outline path costs less for object-like masks, and this program less for noisy ones, where
+`RleUpsampler` would make every pixel (`config.inference.mask_rle` "auto" combines them).
 
 Output sizes at least the grid's in both directions (upsampling, every real video) are
 supported: then every segment holds at least one row, so at most two toggles meet at a
@@ -54,6 +56,17 @@ def supports(grid_size: tuple[int, int], output_size: tuple[int, int]) -> bool:
     """Whether `DeviceRleEncoder` handles this (grid, output) pair: upsampling in both
     directions."""
     return output_size[0] >= grid_size[0] >= 1 and output_size[1] >= grid_size[1] >= 1
+
+
+def batch_sizes(count: int) -> list[int]:
+    """The device calls `DeviceRleEncoder` splits `count` masks into: `count` rounded up to a
+    multiple of MIN_BATCH, as MAX_BATCH at a time and then its binary digits, so that every
+    call's size is one of a few powers of two and at most MIN_BATCH - 1 masks (in the last
+    call) are padding."""
+    padded = -(-count // MIN_BATCH) * MIN_BATCH
+    rest = padded % MAX_BATCH
+    return [MAX_BATCH] * (padded // MAX_BATCH) + [
+        1 << bit for bit in reversed(range(MAX_BATCH.bit_length())) if rest & (1 << bit)]
 
 
 def _power_of_two_at_least(value: int, smallest: int) -> int:
@@ -129,13 +142,32 @@ def _programs(grid_size: tuple[int, int], output_size: tuple[int, int]) -> tuple
     return toggles, pack
 
 
+def host_run_lengths(found: np.ndarray, toggle_counts: np.ndarray, size: int
+                     ) -> list[np.ndarray]:
+    """`toggles`' output (n, W * h) and counts (n,) -> each mask's run lengths (uint32: off,
+    on, ... from the top of the first column, the run after its last toggle last), on the
+    host: on a CPU this costs a fraction of `pack`'s scatter."""
+    flat = found.reshape(-1)
+    # np.compress: several times faster than boolean indexing (flat[flat >= 0]) in numpy.
+    positions = np.compress(flat >= 0, flat)
+    ends = np.cumsum(toggle_counts)
+    bounded = np.insert(positions, ends, size)  # each mask's toggles, then its end
+    runs = np.empty_like(bounded)
+    np.subtract(bounded[1:], bounded[:-1], out=runs[1:])
+    starts = ends - toggle_counts + np.arange(len(ends))  # each mask's first run
+    runs[starts] = bounded[starts]
+    return np.split(runs.view(np.uint32), (ends + np.arange(1, len(ends) + 1))[:-1])
+
+
 class DeviceRleEncoder:
     """Thresholded bilinear upsampling of (h, w) logit grids to (H, W) RLEs, the run
     boundaries computed on `device` (default: JAX's default device). Same interface as
     `RleUpsampler`; requires `supports(grid_size, output_size)`."""
 
     def __init__(self, grid_size: tuple[int, int], output_size: tuple[int, int],
-                 device: jax.Device | None = None):
+                 device: jax.Device | None = None, compact_on_host: bool | None = None):
+        """`compact_on_host`: whether the host gathers each mask's toggles into run lengths
+        (`host_run_lengths`) instead of the device's `pack` program; None: on a CPU only."""
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
         self.output_size = (int(output_size[0]), int(output_size[1]))
         if not supports(self.grid_size, self.output_size):
@@ -143,6 +175,10 @@ class DeviceRleEncoder:
                              "empty): use RleUpsampler")
         self.device = device
         self._toggles, self._pack = _programs(self.grid_size, self.output_size)
+        if compact_on_host is None:
+            platform = device.platform if device is not None else jax.default_backend()
+            compact_on_host = platform == "cpu"
+        self.compact_on_host = compact_on_host
 
     def __call__(self, logits: np.ndarray) -> list[dict]:
         """RLEs of n masks: logits (n, h, w) -> n {"size": [H, W], "counts": str}."""
@@ -151,8 +187,10 @@ class DeviceRleEncoder:
             raise ValueError(f"expected (n, {self.grid_size[0]}, {self.grid_size[1]}) logits, "
                              f"got {logits.shape}")
         rles = []
-        for first in range(0, len(logits), MAX_BATCH):
-            rles += self._encode(logits[first:first + MAX_BATCH].astype(np.float32))
+        first = 0
+        for size in batch_sizes(len(logits)):
+            rles += self._encode(logits[first:first + size].astype(np.float32))
+            first += size
         return rles
 
     def _encode(self, logits: np.ndarray) -> list[dict]:
@@ -160,13 +198,17 @@ class DeviceRleEncoder:
         batch = _power_of_two_at_least(count, MIN_BATCH)
         padded = np.zeros((batch, *self.grid_size), np.float32)  # extra masks: all off
         padded[:count] = logits
+        height, width = self.output_size
         found, toggle_counts = self._toggles(jax.device_put(padded, self.device))
         toggle_counts = np.asarray(toggle_counts)[:count]
-        max_runs = _power_of_two_at_least(int(toggle_counts.max(initial=0)) + 1, MIN_RUNS)
-        runs = np.asarray(self._pack(found, max_runs=max_runs))
-        height, width = self.output_size
+        if self.compact_on_host:
+            counts = host_run_lengths(np.asarray(found)[:count], toggle_counts, height * width)
+        else:
+            max_runs = _power_of_two_at_least(int(toggle_counts.max(initial=0)) + 1, MIN_RUNS)
+            runs = np.asarray(self._pack(found, max_runs=max_runs))
+            counts = [runs[index, :toggles + 1]
+                      for index, toggles in enumerate(toggle_counts.tolist())]
         encoded = mask_util.frPyObjects(
-            [{"size": [height, width], "counts": runs[index, :toggles + 1]}
-             for index, toggles in enumerate(toggle_counts.tolist())], height, width)
+            [{"size": [height, width], "counts": c} for c in counts], height, width)
         return [{"size": [height, width], "counts": rle["counts"].decode("utf-8")}
                 for rle in encoded]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import os
 import threading
 import time
 from collections import deque
@@ -72,16 +73,38 @@ def mask_encoder(valid_size: tuple[int, int], output_size: tuple[int, int], mask
     """The encoder of (n, h8, w8) mean logits -> n RLEs at `output_size` for `mask_rle`:
     "host" `RleUpsampler`; "device" `DeviceRleEncoder` on `device` (JAX's default when None)
     where it supports the sizes (upsampling), else the host one; "auto" the device one on a
-    GPU or TPU, the host one on a CPU (where the "device" is the host's own cores and the
-    outline path costs less). Both give the same masks but for pixels whose value is within
-    float32 rounding of 0."""
+    GPU or TPU; on a CPU the host one, whose outline path costs less for object-like masks,
+    handing the batches it would make pixel by pixel (noisy masks) to the device one. They
+    give the same masks but for pixels whose value is within float32 rounding of 0."""
     if mask_rle not in MASK_RLE_PATHS:
         raise ValueError(f"mask_rle must be one of {MASK_RLE_PATHS}, got {mask_rle!r}")
     platform = device.platform if device is not None else jax.default_backend()
     on_device = mask_rle == "device" or (mask_rle == "auto" and platform != "cpu")
-    if on_device and device_rle.supports(valid_size, output_size):
+    supported = device_rle.supports(valid_size, output_size)
+    if on_device and supported:
         return device_rle.DeviceRleEncoder(valid_size, output_size, device)
+    if mask_rle == "auto" and supported:  # a CPU: the device's for noisy batches only
+        return RleUpsampler(valid_size, output_size,
+                            dense_encoder=device_rle.DeviceRleEncoder(valid_size, output_size,
+                                                                      device))
     return RleUpsampler(valid_size, output_size)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def rle_threads(host_threads: int, platform: str, cores: int) -> int:
+    """The RLE pool's size for `inference.host_threads` on a `platform` backend: as asked on
+    a GPU or TPU; on a CPU at most half the cores (at least 1), as XLA's own threads already
+    span every core there and each further host thread takes time from the model (measured
+    on 2 cores: one thread beats two, near-online and offline alike). 0 stays 0 (inline)."""
+    if platform != "cpu" or host_threads == 0:
+        return host_threads
+    return min(host_threads, max(1, cores // 2))
 
 
 def window_bounds(num_frames: int, window_frames: int, window_stride: int
@@ -335,7 +358,7 @@ class VideoPredictor:
         # windows, run in one call. Offline windows (S = T) run one per chunk of T frames.
         self.windows_per_call = 1 if window_stride >= window_frames else windows_per_call
         self.chunk_frames = max(window_frames, self.windows_per_call * window_stride)
-        self.host_threads = host_threads
+        self.host_threads = rle_threads(host_threads, jax.default_backend(), available_cores())
         self._pool = (concurrent.futures.ThreadPoolExecutor(host_threads,
                                                             thread_name_prefix="ifc-rle")
                       if host_threads else None)
