@@ -67,6 +67,15 @@ def test_rle_threads_on_a_cpu_leave_the_cores_to_xla():
     assert rle_threads(0, "cpu", 8) == 0  # inline stays inline
 
 
+def test_the_predictors_rle_pool_has_the_capped_size(model_and_variables, monkeypatch):
+    monkeypatch.setattr(predictor_module, "available_cores", lambda: 2)
+    model, variables = model_and_variables
+    predictor = VideoPredictor(model, variables, window_frames=5, window_stride=1,
+                               match_threshold=0.05, host_threads=2)
+    assert predictor.host_threads == 1
+    assert predictor._pool._max_workers == 1  # the executor's own count of its threads
+
+
 def test_windows_see_the_same_features_as_a_direct_forward(model_and_variables, monkeypatch):
     model, variables = model_and_variables
     frames = _video(6, seed=1)

@@ -359,9 +359,9 @@ class VideoPredictor:
         self.windows_per_call = 1 if window_stride >= window_frames else windows_per_call
         self.chunk_frames = max(window_frames, self.windows_per_call * window_stride)
         self.host_threads = rle_threads(host_threads, jax.default_backend(), available_cores())
-        self._pool = (concurrent.futures.ThreadPoolExecutor(host_threads,
+        self._pool = (concurrent.futures.ThreadPoolExecutor(self.host_threads,
                                                             thread_name_prefix="ifc-rle")
-                      if host_threads else None)
+                      if self.host_threads else None)
         # The jitted device programs (benchmarks time them and count their FLOPs):
         # encode_frames(variables, frames (C, H, W, 3), padding (C, H, W)) -> features;
         # run_windows(variables, chunk features, next chunk's features, offsets (B,),
