@@ -58,6 +58,11 @@ def supports(grid_size: tuple[int, int], output_size: tuple[int, int]) -> bool:
     return output_size[0] >= grid_size[0] >= 1 and output_size[1] >= grid_size[1] >= 1
 
 
+def platform_of(device: jax.Device | None) -> str:
+    """The platform ("cpu", "gpu", "tpu") of `device`, or of JAX's default device if None."""
+    return device.platform if device is not None else jax.default_backend()
+
+
 def batch_sizes(count: int) -> list[int]:
     """The device calls `DeviceRleEncoder` splits `count` masks into: `count` rounded up to a
     multiple of MIN_BATCH, as MAX_BATCH at a time and then its binary digits, so that every
@@ -175,10 +180,8 @@ class DeviceRleEncoder:
                              "empty): use RleUpsampler")
         self.device = device
         self._toggles, self._pack = _programs(self.grid_size, self.output_size)
-        if compact_on_host is None:
-            platform = device.platform if device is not None else jax.default_backend()
-            compact_on_host = platform == "cpu"
-        self.compact_on_host = compact_on_host
+        self.compact_on_host = (platform_of(device) == "cpu" if compact_on_host is None
+                                else compact_on_host)
 
     def __call__(self, logits: np.ndarray) -> list[dict]:
         """RLEs of n masks: logits (n, h, w) -> n {"size": [H, W], "counts": str}."""
@@ -188,14 +191,14 @@ class DeviceRleEncoder:
                              f"got {logits.shape}")
         rles = []
         first = 0
-        for size in batch_sizes(len(logits)):
-            rles += self._encode(logits[first:first + size].astype(np.float32))
-            first += size
+        for batch in batch_sizes(len(logits)):
+            rles += self._encode(logits[first:first + batch].astype(np.float32), batch)
+            first += batch
         return rles
 
-    def _encode(self, logits: np.ndarray) -> list[dict]:
+    def _encode(self, logits: np.ndarray, batch: int) -> list[dict]:
+        """RLEs of n <= batch masks, run as one call of `batch` (the rest all-off padding)."""
         count = len(logits)
-        batch = _power_of_two_at_least(count, MIN_BATCH)
         padded = np.zeros((batch, *self.grid_size), np.float32)  # extra masks: all off
         padded[:count] = logits
         height, width = self.output_size

@@ -78,8 +78,8 @@ def mask_encoder(valid_size: tuple[int, int], output_size: tuple[int, int], mask
     give the same masks but for pixels whose value is within float32 rounding of 0."""
     if mask_rle not in MASK_RLE_PATHS:
         raise ValueError(f"mask_rle must be one of {MASK_RLE_PATHS}, got {mask_rle!r}")
-    platform = device.platform if device is not None else jax.default_backend()
-    on_device = mask_rle == "device" or (mask_rle == "auto" and platform != "cpu")
+    on_device = mask_rle == "device" or (mask_rle == "auto"
+                                         and device_rle.platform_of(device) != "cpu")
     supported = device_rle.supports(valid_size, output_size)
     if on_device and supported:
         return device_rle.DeviceRleEncoder(valid_size, output_size, device)

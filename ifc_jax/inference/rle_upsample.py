@@ -66,8 +66,8 @@ class RleUpsampler:
 
     def __init__(self, grid_size: tuple[int, int], output_size: tuple[int, int],
                  dense_encoder: Callable[[np.ndarray], list[dict]] | None = None):
-        """`dense_encoder`, if given, encodes the batches the dense path would take (float32
-        logits (n, h, w) -> RLEs) instead: on a CPU the device's `DeviceRleEncoder`, several
+        """`dense_encoder`, if given, encodes the batches the dense path would take (logits
+        (n, h, w) -> RLEs) instead: on a CPU the device's `DeviceRleEncoder`, several
         times cheaper for noisy masks than numpy's surface and pycocotools' pixel scan."""
         self.dense_encoder = dense_encoder
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
@@ -105,7 +105,7 @@ class RleUpsampler:
         mixed = self._outline_cells(values)
         if self.choose_dense(mixed):
             if self.dense_encoder is not None:
-                return self.dense_encoder(logits.astype(np.float32))
+                return self.dense_encoder(logits)
             return self._dense_rles(values)
         return self._compress(self._outline_counts(values, mixed))
 
