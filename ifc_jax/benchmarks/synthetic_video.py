@@ -71,7 +71,7 @@ def synthetic_video(num_frames: int, height: int, width: int, seed: int = 0,
 
     def frames() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for t in range(num_frames):
-            image = np.broadcast_to(base, (height, width, 3)).astype(np.float32)
+            image = np.full((height, width, 3), base, np.float32)  # C order, as decoders give
             for sin_layer, cos_layer, speed in gratings:
                 image += sin_layer * math.cos(speed * t) + cos_layer * math.sin(speed * t)
             masks = np.zeros((num_objects, height, width), bool)
