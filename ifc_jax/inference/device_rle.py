@@ -169,8 +169,8 @@ def host_run_lengths(found: np.ndarray, toggle_counts: np.ndarray, size: int
     runs[starts] = bounded[starts]
     runs = runs.view(np.uint32)
     # Slices rather than np.split, whose per-piece overhead outweighed the arithmetic.
-    return [runs[first:last] for first, last in
-            zip(starts.tolist(), (ends + np.arange(1, len(ends) + 1)).tolist(), strict=True)]
+    return [runs[first:first + toggles + 1]
+            for first, toggles in zip(starts.tolist(), toggle_counts.tolist(), strict=True)]
 
 
 class DeviceRleEncoder:
@@ -209,7 +209,7 @@ class DeviceRleEncoder:
         """RLEs of n <= batch masks, run as one call of `batch` (the rest all-off padding)."""
         count = len(logits)
         padded = np.zeros((batch, *self.grid_size), np.float32)  # extra masks: all off
-        padded[:count] = logits
+        padded[:count] = logits  # the one float32 copy of the caller's logits
         height, width = self.output_size
         # With no device of its own the array goes to the program as it is: jit's own
         # placement on the default device costs less than a device_put.
