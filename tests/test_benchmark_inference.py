@@ -8,6 +8,7 @@ import pytest
 
 from ifc_jax import cli
 from ifc_jax.benchmarks import inference as benchmark_inference
+from tests.test_gpu_run import load_gpu_run
 
 
 def test_inference_benchmark_json(capsys):
@@ -55,6 +56,11 @@ def test_inference_benchmark_json(capsys):
         # Near-online runs the clip forward for 4 windows of 5 frames, offline once for 8.
         assert (near_online["roofline"]["gflops_per_frame"]
                 > offline["roofline"]["gflops_per_frame"])
+    # tools/gpu_run.py's summary reads this JSON: one line per dtype and setting.
+    lines = load_gpu_run().summarize("inference", captured.out)
+    assert [line.split(":")[1] for line in lines] == [
+        " near_online T=5 float32", " offline T=8 float32", " near_online T=5 bfloat16",
+        " offline T=8 bfloat16"]
 
 
 def test_inference_benchmark_table_and_bad_dtype(capsys):
@@ -111,6 +117,8 @@ def test_postprocess_benchmark_json_and_same_masks_as_the_full_size_path(capsys)
         assert run["same_masks_as_full_size"] is True and run["ms_per_frame"] > 0
     assert result["full_size_path"]["ms_per_frame"] > 0
     assert result["mask_rle"] == "RleUpsampler"  # auto on a CPU
+    (line,) = load_gpu_run().summarize("postprocess", captured.out)
+    assert line.startswith("postprocess: RleUpsampler on cpu, 90x160, 3 tracks: 0 thread(s) ")
     code = cli.main(["benchmark", "--what", "postprocess", "--json", "--height", "90",
                      "--width", "160", "--frames", "8", "--tracks", "3", "--threads", "2",
                      "--repeats", "1", "--config.inference.mask_rle=device"])

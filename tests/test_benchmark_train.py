@@ -12,6 +12,7 @@ import numpy as np
 from ifc_jax import cli
 from ifc_jax.benchmarks.train import format_result, synthetic_batch
 from ifc_jax.train.step import MODEL_INPUTS
+from tests.test_gpu_run import load_gpu_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One encoder block and one decoder layer: the harness is under test, not the model; this
@@ -53,6 +54,8 @@ def test_train_benchmark_json(capsys):
     assert 2 < line["gflops_per_clip"] / line["forward_gflops_per_clip"] < 4
     assert line["tflop_per_s"] > 0 and 0 < line["fraction_of_peak"] <= 1
     assert run["peak"]["flop_per_s"] > 0 and run["peak"]["dtype"] == "float32"
+    (summary,) = load_gpu_run().summarize("train", captured.out)  # tools/gpu_run.py
+    assert summary.startswith("train: float32: ") and "(8 clips x 3 frames at 64x96)" in summary
 
 
 def test_synthetic_batch_has_its_own_targets():
