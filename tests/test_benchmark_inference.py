@@ -3,11 +3,13 @@ stage shares and the roofline per setting and compute dtype."""
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ifc_jax import cli
 from ifc_jax.benchmarks import inference as benchmark_inference
+from ifc_jax.checkpoints import Checkpoints, write_config_json
 from tests.test_gpu_run import load_gpu_run
 
 
@@ -46,6 +48,7 @@ def test_inference_benchmark_json(capsys):
             assert set(setting["host_seconds"]) == {"input", "dispatch", "device_wait",
                                                     "tracking", "masks_rle", "rle_wait"}
             assert setting["warmup_seconds"] > 0
+            assert setting["tracks"] > 0  # a random class head keeps most queries
             model_only = setting["model_only"]
             assert model_only["frames_per_s"] == pytest.approx(3 * 8 / model_only["seconds"])
             line = setting["roofline"]
@@ -129,3 +132,41 @@ def test_postprocess_benchmark_json_and_same_masks_as_the_full_size_path(capsys)
     assert result["runs"][0]["same_masks_as_full_size"] is True
     code = cli.main(["benchmark", "--what", "postprocess", "--threads", "-1"])
     assert code == 2 and "error: " in capsys.readouterr().err
+
+
+def test_inference_benchmark_times_the_trained_model_of_a_workdir(tmp_path, capsys,
+                                                                   tiny_config):
+    """--weights: the workdir's checkpoint and the config recorded there, not random weights.
+    The checkpoint's no-object logit is raised so far that no query is kept: no tracks."""
+    _, variables = benchmark_inference.random_model(tiny_config, seed=3)
+    head = dict(variables["params"]["class_embed"])
+    last = max(head, key=lambda name: int(name.split("_")[-1]))  # layers_<i>: the logits
+    dense = head[last]["dense"]
+    head[last] = {"dense": {**dense, "bias": dense["bias"].at[-1].add(1000.0)}}
+    workdir = tmp_path / "run"
+    checkpoints = Checkpoints(str(workdir), 1, 1)
+    checkpoints.save(0, {"step": jnp.zeros((), jnp.int32),
+                         "params": {**variables["params"], "class_embed": head},
+                         "batch_stats": variables["batch_stats"]}, force=True)
+    checkpoints.close()
+    write_config_json(str(workdir), tiny_config)
+    sizes = ["--height", "64", "--width", "96", "--frames", "8", "--trials", "1", "--repeats",
+             "1", "--peak-size", "128"]
+    code = cli.main(["benchmark", "--what", "inference", "--json", "--weights", str(workdir),
+                     *sizes])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["weights"] == str(workdir) and result["config"] == f"{workdir}/config.json"
+    for setting in result["runs"][0]["settings"].values():
+        assert setting["tracks"] == 0 and setting["results"] == 0
+    assert f"weights {workdir}," in benchmark_inference.format_result(result)
+    # Bad input: one error line naming what is wrong, exit status 2.
+    for argv, message in (
+            (["--what", "inference", "--weights", str(tmp_path / "nothing")],
+             f"{tmp_path / 'nothing'}: no such workdir or checkpoint"),
+            (["--what", "train", "--weights", str(workdir)],
+             "--weights: only --what inference times a trained model, not train")):
+        code = cli.main(["benchmark", *argv, *sizes])
+        err = capsys.readouterr().err
+        assert code == 2 and f"error: {message}" in err and "Traceback" not in err

@@ -241,7 +241,7 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
                   repeats: int | None = None, kept_queries: int = 0,
                   dtypes: Sequence[str] = (), peak_size: int = 0,
                   threads: Sequence[int] = (1, 2), tracks: int = 10,
-                  trials: int = 5) -> dict[str, Any]:
+                  trials: int = 5, weights: str | None = None) -> dict[str, Any]:
     """One speed measurement (`benchmark --what`); returns its figures.
 
     data: clips/s of the train pipeline (`batches` timed after `warmup`, `batch_size`, on the
@@ -253,7 +253,9 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
       batch. `peak_size`: the matmul that measures the peak. postprocess: host ms per output
       frame of `tracks` tracks at `height` x `width` (default 720x1280) per count in
       `threads`, the masks' run boundaries found where `config.inference.mask_rle` says.
-    `config` None: BENCHMARK_RECIPES[what].
+    `weights` (inference only): time that workdir's or checkpoint's trained model instead of
+    random weights. `config` None: the config recorded in the `weights` workdir, else
+    BENCHMARK_RECIPES[what].
     """
     from ifc_jax.models.attention import attention_implementation
 
@@ -264,6 +266,15 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1 (leave it out for "
                         f"config.train.batch_size), got {batch_size}")
+    if weights is not None and what != "inference":
+        raise UserError(f"--weights: only --what inference times a trained model, not {what}")
+    if weights is not None:
+        from ifc_jax import storage
+        from ifc_jax.api.model import resolve_config
+
+        if not storage.exists(weights):
+            raise UserError(f"{weights}: no such workdir or checkpoint")
+        config = resolve_config(config, weights)
     config = ensure_config(BENCHMARK_RECIPES[what] if config is None else config)
     group = int(config.train.loss_group_size)
     if what == "train" and batch_size is not None and group and batch_size % group:
@@ -296,7 +307,8 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
             return benchmark_inference(config, height=height or 128, width=width or 224,
                                        num_frames=frames, repeats=repeats,
                                        dtypes=tuple(dtypes), peak_size=peak_size,
-                                       kept_queries=kept_queries, trials=trials)
+                                       kept_queries=kept_queries, trials=trials,
+                                       weights=weights)
         from ifc_jax.benchmarks.train import benchmark_train
 
         return benchmark_train(config, steps=batches, warmup=warmup, batch_size=batch_size,

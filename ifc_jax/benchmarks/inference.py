@@ -28,12 +28,16 @@ precisions in one call (default: config.model.dtype); `--attention` picks the at
 The model has random weights (speed does not depend on them, except that tracking and RLE
 cost grow with the instances kept: a random class head keeps about K/(K+1) of the queries of
 every window, far more than a trained model does; `--kept-queries N` raises its no-object
-bias so that about N are kept, as a trained model would). The
+bias so that about N are kept, as a trained model would), or with `--weights` a trained
+model's (a workdir or checkpoint, its config from the workdir's config.json unless --config
+is given): a trained model keeps few queries and its masks are object-like, so the host's
+share is what evaluating that model costs, not a random model's noisy masks'. The
 video is synthetic but image-like: a drifting textured background with moving, spinning
 toy-dataset shapes and sensor noise. Frames are given to the model at --height x --width and
 masks are produced at that size (no test-time resize).
 
   python main.py benchmark --what inference --json                    # tiny model, CPU
+  python main.py benchmark --what inference --weights workdirs/demo --json   # the demo's
   python main.py benchmark --what inference --config configs/ifc_r50_ytvis19.py \\
       --height 360 --width 640 --frames 180 --kept-queries 10 --dtypes bfloat16 float32 --json
 """
@@ -227,17 +231,21 @@ MAX_SIDE = 4096  # --height/--width bound: 36 frames at 4096x4096 are 1.8 GB of 
 
 def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int,
                         repeats: int = 1, seed: int = 0, dtypes: tuple[str, ...] = (),
-                        peak_size: int = 0, kept_queries: int = 0, trials: int = 5
-                        ) -> dict[str, Any]:
+                        peak_size: int = 0, kept_queries: int = 0, trials: int = 5,
+                        weights: str | None = None) -> dict[str, Any]:
     """Times both settings on one synthetic video for each compute dtype; returns a dict.
 
     trials: rounds of the end-to-end stream and the model-only run, alternating; the fastest
     of each is reported, and the median of the rounds' ratios.
 
-    kept_queries: > 0 calibrates the random class head to keep about that many queries per
-    window (`limit_kept_queries`); 0 leaves it as initialised.
+    kept_queries: > 0 calibrates the class head to keep about that many queries per window
+    (`limit_kept_queries`); 0 leaves it as initialised (or trained).
+    weights: a trained model's workdir or checkpoint (its variables must fit `config.model`);
+    None: random weights.
     """
+    from ifc_jax import storage
     from ifc_jax.benchmarks import roofline
+    from ifc_jax.inference.loading import load_trained_model
     from ifc_jax.inference.predictor import VideoPredictor
     from ifc_jax.io import UserError
     from ifc_jax.models.attention import select_implementation
@@ -252,7 +260,8 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
     runs = []
     for dtype in dtypes:
         run_config = with_dtype(config, dtype)
-        model, variables = random_model(run_config, seed)
+        model, variables = (load_trained_model(run_config, weights) if weights
+                            else random_model(run_config, seed))
         # The config's inference settings but each setting's windows, and the frames given
         # to the model at --height x --width as they are (no padding to a multiple).
         predictors = {name: VideoPredictor.from_config(
@@ -278,6 +287,7 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
         "repeats": repeats,
         "trials": trials,
         "kept_queries": kept_queries,
+        "weights": storage.absolute(weights) if weights else None,
         "runs": runs,
         "model": roofline.model_info(config.model),
         "device": roofline.device_info(),
@@ -291,7 +301,9 @@ def format_result(result: dict[str, Any]) -> str:
 
     device = result["device"]
     lines = [f"inference on {result['frames']} synthetic frames at {result['height']}x"
-             f"{result['width']}, {result['config']}, random weights, {device['platform']} "
+             f"{result['width']}, {result['config']}, "
+             f"{'weights ' + result['weights'] if result['weights'] else 'random weights'}, "
+             f"{device['platform']} "
              f"({device['kind']})"]
     for run in result["runs"]:
         rows = []

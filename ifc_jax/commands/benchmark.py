@@ -7,8 +7,9 @@
   --what inference  frames/s of whole-video inference, near-online (T=5, S=1) and offline
                     (T=36), the paper's way and model-only, with the share of backbone,
                     encoder/decoder, tracking and RLE and the roofline (FLOPs per frame,
-                    fraction of the measured matmul peak); random weights, a synthetic
-                    --frames x --height x --width video, per --dtypes.
+                    fraction of the measured matmul peak); random weights (or a trained
+                    model's: --weights), a synthetic --frames x --height x --width video,
+                    per --dtypes.
   --what postprocess  host ms per output frame of tracking, masks at the output size and RLE
                     on synthetic model outputs (--tracks objects, --height x --width output,
                     default 720x1280, 10 tracks) per --threads count, beside the full-size
@@ -23,6 +24,7 @@ Examples:
   ifc-jax benchmark --what data --json --batches 50
   ifc-jax benchmark --config configs/ifc_r50_ytvis19.py --what data --source config
   ifc-jax benchmark --what inference --json                  # tiny model, CPU
+  ifc-jax benchmark --what inference --weights workdirs/demo --json   # the demo's model
   ifc-jax benchmark --what encoder --repeats 5 --plot encoder.png  # 360x640, T=1..36
   ifc-jax benchmark --what train --json --batches 2 --warmup 1  # tiny model, CPU
   ifc-jax benchmark --what postprocess --threads 1 2 --json   # 720x1280, 10 tracks
@@ -102,6 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inference: calibrate the random class head to keep about this "
                              "many queries per window, as a trained model does (default 0: "
                              "as initialised, about K/(K+1) of them)")
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help="inference: time the trained model of this workdir or checkpoint "
+                             "instead of random weights (config: the workdir's config.json "
+                             "unless --config is given)")
     parser.add_argument("--dtypes", nargs="+", metavar="DTYPE", default=None,
                         help="inference, train: compute dtypes to run, float32 and/or "
                              "bfloat16 (default: config.model.dtype)")
@@ -115,19 +121,27 @@ def run(args: argparse.Namespace) -> int:
 
     from ifc_jax import api
     from ifc_jax.api.reports import BENCHMARK_RECIPES
+    from ifc_jax.commands import config_or_none
     from ifc_jax.config import load_config
     from ifc_jax.io import print_json
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
-    config_name = args.config or BENCHMARK_RECIPES[args.what]
+    if args.weights and not args.config:
+        # The config the training recorded with the weights (and the overrides on it).
+        config_name = f"{args.weights}/config.json"
+        config = config_or_none(argparse.Namespace(
+            config=None, config_overrides=args.config_overrides, workdir=args.weights))
+    else:
+        config_name = args.config or BENCHMARK_RECIPES[args.what]
+        config = load_config(config_name, args.config_overrides)
     result = api.run_benchmark(
-        args.what, load_config(config_name, args.config_overrides), batches=args.batches,
+        args.what, config, batches=args.batches,
         warmup=args.warmup, batch_size=args.batch_size, source=args.source,
         toy_root=args.toy_root, height=args.height, width=args.width, frames=args.frames,
         clip_lengths=args.clip_lengths, variants=args.variants, plot=args.plot,
         repeats=args.repeats, kept_queries=args.kept_queries, dtypes=args.dtypes or (),
         peak_size=args.peak_size, threads=tuple(args.threads), tracks=args.tracks,
-        trials=args.trials)
+        trials=args.trials, weights=args.weights)
     result["config"] = config_name
     if args.json:
         print_json(result)
