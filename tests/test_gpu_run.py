@@ -9,6 +9,8 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -61,3 +63,13 @@ def test_a_step_writes_its_json_and_the_summary(tmp_path):
     assert "postprocess_host: exit 0" in summary
     assert "RleUpsampler on cpu, 180x320, 10 tracks: 1 thread(s)" in summary
     assert "inference_bfloat16" not in summary  # --only
+
+
+def test_an_unknown_step_is_one_error_line(tmp_path, capsys):
+    gpu_run = load_gpu_run()
+    with pytest.raises(SystemExit) as stop:
+        gpu_run.main(["--out", str(tmp_path / "out"), "--only", "inference", "tests"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --only: unknown step(s) inference; the steps: inference_bfloat16," in err
+    assert not (tmp_path / "out").exists()  # nothing written before the check
