@@ -152,15 +152,17 @@ def test_inference_benchmark_times_the_trained_model_of_a_workdir(tmp_path, caps
     write_config_json(str(workdir), tiny_config)
     sizes = ["--height", "64", "--width", "96", "--frames", "8", "--trials", "1", "--repeats",
              "1", "--peak-size", "128"]
-    code = cli.main(["benchmark", "--what", "inference", "--json", "--weights", str(workdir),
-                     *sizes])
+    # A step folder of the workdir: its config.json is found two levels up.
+    code = cli.main(["benchmark", "--what", "inference", "--json", "--weights",
+                     str(workdir / "checkpoints" / "0"), *sizes])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)
-    assert result["weights"] == str(workdir) and result["config"] == f"{workdir}/config.json"
+    assert result["weights"] == str(workdir / "checkpoints" / "0")
+    assert result["config"] == f"{workdir}/config.json"
     for setting in result["runs"][0]["settings"].values():
         assert setting["tracks"] == 0 and setting["results"] == 0
-    assert f"weights {workdir}," in benchmark_inference.format_result(result)
+    assert f"weights {workdir}/checkpoints/0," in benchmark_inference.format_result(result)
     # Bad input: one error line naming what is wrong, exit status 2.
     for argv, message in (
             (["--what", "inference", "--weights", str(tmp_path / "nothing")],

@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ifc_jax import api
     from ifc_jax.api.reports import BENCHMARK_RECIPES
+    from ifc_jax.checkpoints import find_config_json
     from ifc_jax.commands import config_or_none
     from ifc_jax.config import load_config
     from ifc_jax.io import print_json
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
     if args.weights and not args.config:
         # The config the training recorded with the weights (and the overrides on it).
-        config_name = f"{args.weights}/config.json"
+        config_name = find_config_json(args.weights) or f"{args.weights}/config.json"
         config = config_or_none(argparse.Namespace(
             config=None, config_overrides=args.config_overrides, workdir=args.weights))
     else:
