@@ -41,9 +41,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-# (wheel name prefix, the module it provides): unpacked only when the module is missing.
+# (wheel name prefix, any case; the module it provides): unpacked only when the module is
+# missing.
 WHEEL_MODULES = (("ml_collections", "ml_collections"), ("absl_py", "absl"), ("PyYAML", "yaml"),
-                 ("pyyaml", "yaml"), ("pycocotools", "pycocotools"), ("pytest", "pytest"),
+                 ("pycocotools", "pycocotools"), ("pytest", "pytest"),
                  ("pluggy", "pluggy"), ("iniconfig", "iniconfig"), ("packaging", "packaging"),
                  ("pygments", "pygments"), ("pillow", "PIL"))
 

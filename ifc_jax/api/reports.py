@@ -266,9 +266,10 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1 (leave it out for "
                         f"config.train.batch_size), got {batch_size}")
-    if weights is not None and what != "inference":
-        raise UserError(f"--weights: only --what inference times a trained model, not {what}")
     if weights is not None:
+        if what != "inference":
+            raise UserError(f"--weights: only --what inference times a trained model, not "
+                            f"{what}")
         from ifc_jax import storage
         from ifc_jax.api.model import resolve_config
 

@@ -249,6 +249,7 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
     from ifc_jax.inference.predictor import VideoPredictor
     from ifc_jax.io import UserError
     from ifc_jax.models.attention import select_implementation
+    from ifc_jax.models.ifc import IFC
 
     if not (32 <= height <= MAX_SIDE and 32 <= width <= MAX_SIDE):
         raise UserError(f"--height/--width: must be in 32..{MAX_SIDE} pixels (the synthetic "
@@ -257,11 +258,15 @@ def benchmark_inference(config: Any, *, height: int, width: int, num_frames: int
         raise UserError("--frames, --repeats and --trials must be >= 1, --kept-queries >= 0")
     dtypes = roofline.check_dtypes(dtypes or (str(config.model.dtype),))
     frames = np.stack(list(synthetic_frames(num_frames, height, width, seed)))
+    # A checkpoint is read once: its variables serve every compute dtype.
+    trained = load_trained_model(config, weights)[1] if weights else None
     runs = []
     for dtype in dtypes:
         run_config = with_dtype(config, dtype)
-        model, variables = (load_trained_model(run_config, weights) if weights
-                            else random_model(run_config, seed))
+        if trained is None:
+            model, variables = random_model(run_config, seed)
+        else:
+            model, variables = IFC.from_config(run_config.model), trained
         # The config's inference settings but each setting's windows, and the frames given
         # to the model at --height x --width as they are (no padding to a multiple).
         predictors = {name: VideoPredictor.from_config(
