@@ -12,6 +12,7 @@ import pytest
 
 from ifc_jax.config import load_config
 from ifc_jax.inference import predictor as predictor_module
+from ifc_jax.inference.packing import PackedVideos
 from ifc_jax.inference.predictor import VideoPredictor, window_bounds
 from ifc_jax.models.ifc import IFC
 from tests import numpy_reference as ref
@@ -133,6 +134,61 @@ def test_submitted_videos_complete_in_any_order_with_the_results_of_predict(
         for a, b in zip(got.class_probs, expected.class_probs, strict=True):
             np.testing.assert_array_equal(a, b)
     assert sorted(tracked) == sorted(list(range(7)) + list(range(5)))
+
+
+def test_packed_offline_videos_equal_each_video_alone(model_and_variables):
+    """Offline (T=5): short videos' frames share chunks (10 frames of four videos: 2 chunks
+    instead of 4), a size change closes the open chunk, a video longer than T goes through
+    `submit`; in any order of results each video's tracks equal its `predict` alone, bit for
+    bit, and those equal the model run on the video alone."""
+    model, variables = model_and_variables
+    predictor = VideoPredictor(model, variables, window_frames=5, window_stride=5,
+                               match_threshold=0.05)
+    specs = [(2, 40, 56), (4, 40, 56), (3, 40, 56), (1, 40, 56), (2, 36, 52), (7, 40, 56)]
+    videos = [_video(length, seed=20 + i, height=h, width=w)
+              for i, (length, h, w) in enumerate(specs)]
+    sizes = [(v.shape[1:3], (2 * v.shape[1], 2 * v.shape[2])) for v in videos]
+    alone = [predictor.predict(list(v), len(v), *size)
+             for v, size in zip(videos, sizes, strict=True)]
+    encoded = []
+    encode = predictor.encode_frames
+    predictor.encode_frames = lambda *args: encoded.append(1) or encode(*args)
+
+    def check(results):
+        for got, expected in zip(results, alone, strict=True):
+            assert got.segmentations == expected.segmentations
+            assert got.num_windows == expected.num_windows
+            assert len(got.class_probs) == len(expected.class_probs) > 0
+            for a, b in zip(got.class_probs, expected.class_probs, strict=True):
+                np.testing.assert_array_equal(a, b)
+
+    stream = PackedVideos(predictor)
+    handles = [stream.submit(iter(v), len(v), *size) for v, size in zip(videos, sizes,
+                                                                         strict=True)]
+    check([handle.result() for handle in handles[::-1]][::-1])
+    assert len(encoded) == 2 + 1 + 2  # 10 frames in 5-frame chunks, 2 frames, 2 windows
+    # One result asked for before the next videos fill the chunk: it is encoded part-full.
+    encoded.clear()
+    stream = PackedVideos(predictor)
+    results, previous = [], None
+    for v, size in zip(videos, sizes, strict=True):
+        handle = stream.submit(iter(v), len(v), *size)
+        if previous is not None:
+            results.append(previous.result())
+        previous = handle
+    check([*results, previous.result()])
+    assert len(encoded) < 6 + 1  # fewer than one chunk per video
+    # The independent reference: the model on the 4-frame video alone, no padding.
+    direct_probs, direct_logits = _direct(model, variables, videos[1])
+    kept = np.flatnonzero(np.argmax(direct_probs, -1) != direct_probs.shape[-1] - 1)
+    assert len(alone[1].class_probs) == len(kept)
+    for track, query in enumerate(kept):
+        np.testing.assert_allclose(alone[1].class_probs[track], direct_probs[query], atol=1e-5)
+        for t in range(4):
+            expected = ref.torch_bilinear(direct_logits[query, t].astype(np.float64), 80,
+                                          112) > 0
+            decoded = mask_util.decode(results[1].segmentations[track][t]).astype(bool)
+            assert (decoded != expected).sum() <= 3
 
 
 def test_predictions_with_device_rles_equal_the_host_ones(model_and_variables):

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,11 +36,14 @@ from ifc_jax.data.ytvis import YtvisDataset
 from ifc_jax.evaluation.coco_metric import coco_detections, evaluate_coco
 from ifc_jax.evaluation.results import result_options, video_results, write_results_json
 from ifc_jax.evaluation.ytvis_metric import evaluate_results
+from ifc_jax.inference.packing import PackedVideos
 from ifc_jax.inference.predictor import STAGES, PendingPrediction, VideoPredictor
 from ifc_jax.io import UserError, atomic_write_bytes, atomic_writer, read_json
 from ifc_jax.models.ifc import IFC
 
 log = logging.getLogger("ifc_jax.evaluate")
+# Videos each device stream keeps submitted beyond the one whose results it collects.
+VIDEOS_AHEAD = 2
 
 
 @dataclasses.dataclass
@@ -120,7 +124,11 @@ def predict_share(config: Any, predictor: VideoPredictor, dataset: YtvisDataset,
                                              int(config.data.test_max_size),
                                              process_index=first_stream + index,
                                              process_count=streams)
-        pending: tuple[dict[str, Any], PendingPrediction] | None = None
+        # Videos of one window (offline: every YouTube-VIS 2019 video) share the per-frame
+        # programs' chunks; two videos stay submitted ahead of the one collected, so that a
+        # chunk is usually full (and the device busy) before a result needs it.
+        stream = PackedVideos(on_device)
+        pending: deque[tuple[dict[str, Any], PendingPrediction]] = deque()
 
         def collect(video: dict[str, Any], handle: PendingPrediction) -> None:
             prediction = handle.result()
@@ -133,15 +141,15 @@ def predict_share(config: Any, predictor: VideoPredictor, dataset: YtvisDataset,
             progress.video_done(video["length"])
 
         for video in videos:
-            # A video's last masks encode on the host threads while the next one runs.
-            handle = on_device.submit(video["frames"], video["length"],
-                                      (video["height"], video["width"]),
-                                      (video["orig_height"], video["orig_width"]))
-            if pending is not None:
-                collect(*pending)
-            pending = ({key: video[key] for key in ("video_id", "length")}, handle)
-        if pending is not None:
-            collect(*pending)
+            # A video's last masks encode on the host threads while the next ones run.
+            handle = stream.submit(video["frames"], video["length"],
+                                   (video["height"], video["width"]),
+                                   (video["orig_height"], video["orig_width"]))
+            pending.append(({key: video[key] for key in ("video_id", "length")}, handle))
+            if len(pending) > VIDEOS_AHEAD:
+                collect(*pending.popleft())
+        while pending:
+            collect(*pending.popleft())
         return share
 
     if len(devices) == 1:

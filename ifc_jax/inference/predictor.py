@@ -27,7 +27,9 @@ Device memory holds a few chunks of features and calls in flight, host memory th
 bounded state and the per-frame RLEs: neither grows with the video beyond that.
 
 Offline inference is the same with `window_frames` >= the video length (e.g. T=36 on
-YouTube-VIS 2019 val: one window per video).
+YouTube-VIS 2019 val: one window per video); `packing.PackedVideos` (what `evaluate` uses)
+writes such videos' frames end to end into shared chunks instead of padding each with blank
+frames.
 """
 
 from __future__ import annotations
@@ -157,6 +159,43 @@ def padded_input_size(height: int, width: int, multiple: int) -> tuple[int, int]
     if not multiple:
         return height, width
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def checked_frames(frames: Iterable[np.ndarray], height: int, width: int,
+                   seconds: dict[str, float]) -> Iterator[np.ndarray]:
+    """The frames of `frames` as arrays, each checked to be (height, width, 3); the time spent
+    pulling them (decoding, resizing) is added to seconds["input"]."""
+    frames = iter(frames)
+    while True:
+        begin = time.perf_counter()
+        frame = next(frames, None)
+        seconds["input"] += time.perf_counter() - begin
+        if frame is None:
+            return
+        frame = np.asarray(frame)
+        if frame.shape != (height, width, 3):
+            raise ValueError(f"frame of shape {frame.shape}, expected {(height, width, 3)}")
+        yield frame
+
+
+def kept_instances(outputs: dict[str, jax.Array], windows: int, seconds: dict[str, float]
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The kept instances of the first `windows` windows of a `run_windows` call: (probs
+    (n, K+1), logits (n, T, h8, w8)) each, copied to the host (a window keeping more queries
+    than the call's slots fetches its full outputs). The waits count as device_wait."""
+    begin = time.perf_counter()
+    count, probs, logits = (np.asarray(outputs[name]) for name in ("count", "probs", "logits"))
+    instances = []
+    for index in range(windows):
+        kept = int(count[index])
+        if kept <= probs.shape[1]:
+            instances.append((probs[index, :kept], logits[index, :kept]))
+        else:  # more kept queries than slots: fetch the window's full outputs
+            chosen = np.asarray(outputs["kept"][index])
+            instances.append((np.asarray(outputs["all_probs"][index])[chosen],
+                              np.asarray(outputs["all_logits"][index])[chosen]))
+    seconds["device_wait"] += time.perf_counter() - begin
+    return instances
 
 
 @dataclass(frozen=True)
@@ -415,6 +454,10 @@ class VideoPredictor:
             lambda x: jax.lax.dynamic_slice_in_dim(x, offset, self.window_frames), slab))(
                 offsets)
         frame_valid = jnp.arange(self.window_frames)[None, :] < lengths[:, None]
+        # A window's frames past its length are fully padded, as `clip_outputs` requires: a
+        # video's last chunk holds blank filler frames there, a packed chunk
+        # (`packing.PackedVideos`) the next video's frames.
+        windows["mask"] = windows["mask"] | ~frame_valid[:, :, None, None]
         outputs = self.model.apply(variables, windows, frame_valid=frame_valid,
                                    method=IFC.clip_outputs)
         probs = jax.nn.softmax(outputs["pred_logits"][-1], axis=-1)  # (B, N, K+1)
@@ -428,6 +471,14 @@ class VideoPredictor:
             "logits": jnp.take_along_axis(logits, order[..., None, None, None], axis=1),
             "kept": kept, "all_probs": probs, "all_logits": logits,
         }
+
+    def tracking(self, num_frames: int, resized_size: tuple[int, int],
+                 output_size: tuple[int, int], seconds: dict[str, float]) -> VideoTracking:
+        """The host side of one `num_frames` video given to the model at `resized_size`, its
+        masks made at `output_size`, its stage times added to `seconds`."""
+        return VideoTracking(num_frames, self.match_threshold, stride8_valid_size(*resized_size),
+                             output_size, self._pool, self.host_threads, seconds, self.mask_rle,
+                             self.device)
 
     def plan(self, num_frames: int) -> list[WindowCall]:
         """The window calls of a `num_frames` video."""
@@ -455,16 +506,7 @@ class VideoPredictor:
         frame_size = None if input_size == (height, width) else (height, width)
         buffer = np.zeros((chunk, *input_size, 3), np.uint8)
         count = 0
-        frames = iter(frames)
-        while True:
-            begin = time.perf_counter()
-            frame = next(frames, None)
-            seconds["input"] += time.perf_counter() - begin
-            if frame is None:
-                break
-            frame = np.asarray(frame)
-            if frame.shape != (height, width, 3):
-                raise ValueError(f"frame of shape {frame.shape}, expected {(height, width, 3)}")
+        for frame in checked_frames(frames, height, width, seconds):
             buffer[count, :height, :width] = frame
             count += 1
             read[0] += 1
@@ -503,16 +545,13 @@ class VideoPredictor:
           output_size: (H, W) of the original video: masks are produced at this size.
         """
         height, width = resized_size
-        valid_size = stride8_valid_size(height, width)
         # The device crops the logits to the stride-8 cells of its input (one program per
         # input size); the tracker crops them to the frame's own cells.
         device_cells = stride8_valid_size(*padded_input_size(height, width,
                                                               self.pad_size_multiple))
         seconds = dict.fromkeys(STAGES, 0.0)
         read = [0]  # frames read from `frames` so far
-        tracking = VideoTracking(num_frames, self.match_threshold, valid_size, output_size,
-                                 self._pool, self.host_threads, seconds, self.mask_rle,
-                                 self.device)
+        tracking = self.tracking(num_frames, resized_size, output_size, seconds)
         calls = self.plan(num_frames)
         chunks = self._chunks(frames, height, width, seconds, read)
         stored: dict[int, dict[str, jax.Array]] = {}
@@ -533,22 +572,11 @@ class VideoPredictor:
 
         def finish_call() -> None:
             call, outputs = in_flight.popleft()
-            begin = time.perf_counter()
-            count, probs, logits = (np.asarray(outputs[name])
-                                    for name in ("count", "probs", "logits"))
-            seconds["device_wait"] += time.perf_counter() - begin
-            for index, start in enumerate(call.starts):
+            for index, (probs, logits) in enumerate(kept_instances(outputs, len(call.starts),
+                                                                   seconds)):
+                start = call.starts[index]
                 length = min(self.window_frames, num_frames - start)
-                kept = int(count[index])
-                if kept <= probs.shape[1]:
-                    window_probs, window_logits = probs[index, :kept], logits[index, :kept]
-                else:  # more kept queries than slots: fetch the window's full outputs
-                    begin = time.perf_counter()
-                    chosen = np.asarray(outputs["kept"][index])
-                    window_probs = np.asarray(outputs["all_probs"][index])[chosen]
-                    window_logits = np.asarray(outputs["all_logits"][index])[chosen]
-                    seconds["device_wait"] += time.perf_counter() - begin
-                tracking.add_window(start, window_probs, window_logits[:, :length])
+                tracking.add_window(start, probs, logits[:, :length])
             tracking.flush()
 
         last_chunk = (num_frames - 1) // self.chunk_frames
