@@ -21,7 +21,7 @@ one; videos longer than T (several windows) go through `VideoPredictor.submit` a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -57,13 +57,12 @@ class _Video:
 
 @dataclass
 class _OpenChunk:
-    """The chunk being filled: frames of one input size."""
+    """The chunk being filled, with frames of one resized size."""
 
     resized_size: tuple[int, int]
     input_size: tuple[int, int]
     pixels: np.ndarray  # (C, H, W, 3) uint8
     fill: int = 0
-    videos: list[_Video] = field(default_factory=list)
 
 
 class PackedVideos:
