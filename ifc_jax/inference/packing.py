@@ -20,7 +20,6 @@ one; videos longer than T (several windows) go through `VideoPredictor.submit` a
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,6 @@ from ifc_jax.inference.predictor import (
     VideoTracking,
     checked_frames,
     kept_instances,
-    pad_chunk,
     padded_input_size,
 )
 from ifc_jax.inference.tracking import stride8_valid_size
@@ -52,7 +50,6 @@ class _Video:
     tracking: VideoTracking
     seconds: dict[str, float]
     outputs: dict[str, jax.Array] | None = None
-    frames_written: bool = False
 
 
 @dataclass
@@ -60,7 +57,7 @@ class _OpenChunk:
     """The chunk being filled, with frames of one resized size."""
 
     resized_size: tuple[int, int]
-    input_size: tuple[int, int]
+    frame_size: tuple[int, int] | None  # `pad_chunk`'s: None when no padding in space
     pixels: np.ndarray  # (C, H, W, 3) uint8
     fill: int = 0
 
@@ -96,13 +93,13 @@ class PackedVideos:
             self.flush()
         if self._open is None:
             input_size = padded_input_size(height, width, predictor.pad_size_multiple)
-            self._open = _OpenChunk((height, width), input_size,
+            self._open = _OpenChunk((height, width),
+                                    None if input_size == (height, width) else (height, width),
                                     np.zeros((self._chunk_frames, *input_size, 3), np.uint8))
         seconds = dict.fromkeys(STAGES, 0.0)
         video = _Video(self._next_index, self._open.fill, num_frames, (height, width),
                        predictor.tracking(num_frames, (height, width), output_size, seconds),
                        seconds)
-        self._waiting.append(video)
         read = 0
         for frame in checked_frames(frames, height, width, seconds):
             if read == num_frames:
@@ -115,7 +112,7 @@ class PackedVideos:
                 self._encode_open(seconds)
         if read != num_frames:
             raise ValueError(f"the video yielded {read} frames, expected {num_frames}")
-        video.frames_written = True
+        self._waiting.append(video)
         self._dispatch_ready()
         return PendingPrediction(lambda: self._complete(video), seconds)
 
@@ -130,17 +127,12 @@ class PackedVideos:
 
     def _encode_open(self, seconds: dict[str, float]) -> None:
         """Dispatches the per-frame programs on the open chunk and opens the next one."""
-        predictor, chunk = self._predictor, self._open
-        height, width = chunk.resized_size
-        frame_size = None if chunk.input_size == (height, width) else (height, width)
-        begin = time.perf_counter()
-        self._features[self._next_index] = predictor.encode_frames(
-            predictor.variables,
-            *pad_chunk(chunk.pixels[:chunk.fill], self._chunk_frames, frame_size))
-        seconds["dispatch"] += time.perf_counter() - begin
+        chunk = self._open
+        self._features[self._next_index] = self._predictor.encode_chunk(
+            chunk.pixels[:chunk.fill], chunk.frame_size, seconds)
         self._next_index += 1
         # A new buffer: the dispatched call may still read this one.
-        self._open = _OpenChunk(chunk.resized_size, chunk.input_size,
+        self._open = _OpenChunk(chunk.resized_size, chunk.frame_size,
                                 np.zeros_like(chunk.pixels))
 
     def _dispatch_ready(self) -> None:
@@ -150,7 +142,7 @@ class PackedVideos:
         still_waiting = []
         for video in self._waiting:
             last_chunk = video.chunk + (video.offset + video.length - 1) // chunk_frames
-            if video.frames_written and last_chunk < self._next_index:
+            if last_chunk < self._next_index:
                 self._dispatch(video, last_chunk)
             else:
                 still_waiting.append(video)
@@ -161,18 +153,12 @@ class PackedVideos:
 
     def _dispatch(self, video: _Video, last_chunk: int) -> None:
         predictor = self._predictor
-        first = self._features[video.chunk]
-        second = self._features[last_chunk]  # the same chunk when the video fits in one
         input_size = padded_input_size(*video.resized_size, predictor.pad_size_multiple)
-        begin = time.perf_counter()
-        outputs = predictor.run_windows(predictor.variables, first, second,
-                                        np.array([video.offset], np.int32),
-                                        np.array([video.length], np.int32),
-                                        valid_size=stride8_valid_size(*input_size))
-        for name in ("count", "probs", "logits"):
-            outputs[name].copy_to_host_async()
-        video.seconds["dispatch"] += time.perf_counter() - begin
-        video.outputs = outputs
+        # The second chunk is the first again when the video fits in one.
+        video.outputs = predictor.dispatch_windows(
+            self._features[video.chunk], self._features[last_chunk],
+            np.array([video.offset], np.int32), np.array([video.length], np.int32),
+            stride8_valid_size(*input_size), video.seconds)
 
     def _complete(self, video: _Video) -> tuple[list[Any], Any, int]:
         if video.outputs is None:

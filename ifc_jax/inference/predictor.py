@@ -511,19 +511,34 @@ class VideoPredictor:
             count += 1
             read[0] += 1
             if count == chunk:
-                yield self._encode(buffer, frame_size, seconds)
+                yield self.encode_chunk(buffer, frame_size, seconds)
                 buffer = np.zeros_like(buffer)  # the dispatched call may still read it
                 count = 0
         if count:
-            yield self._encode(buffer[:count], frame_size, seconds)
+            yield self.encode_chunk(buffer[:count], frame_size, seconds)
 
-    def _encode(self, frames: np.ndarray, frame_size: tuple[int, int] | None,
-                seconds: dict[str, float]) -> dict[str, jax.Array]:
+    def encode_chunk(self, frames: np.ndarray, frame_size: tuple[int, int] | None,
+                     seconds: dict[str, float]) -> dict[str, jax.Array]:
+        """Dispatches `encode_frames` on F <= chunk_frames frames (`pad_chunk`'s arguments);
+        the dispatch time is added to seconds["dispatch"]. Returns the chunk's features."""
         begin = time.perf_counter()
         features = self.encode_frames(self.variables,
                                       *pad_chunk(frames, self.chunk_frames, frame_size))
         seconds["dispatch"] += time.perf_counter() - begin
         return features
+
+    def dispatch_windows(self, first: dict[str, jax.Array], second: dict[str, jax.Array],
+                         offsets: np.ndarray, lengths: np.ndarray, valid_size: tuple[int, int],
+                         seconds: dict[str, float]) -> dict[str, jax.Array]:
+        """Dispatches `run_windows` (its arguments) and starts copying the kept instances to
+        the host; the dispatch time is added to seconds["dispatch"]. Returns the outputs."""
+        begin = time.perf_counter()
+        outputs = self.run_windows(self.variables, first, second, offsets, lengths,
+                                   valid_size=valid_size)
+        for name in ("count", "probs", "logits"):
+            outputs[name].copy_to_host_async()
+        seconds["dispatch"] += time.perf_counter() - begin
+        return outputs
 
     def predict(self, frames: Iterable[np.ndarray], num_frames: int,
                 resized_size: tuple[int, int], output_size: tuple[int, int]) -> VideoPrediction:
@@ -585,13 +600,8 @@ class VideoPredictor:
             second = chunk_features(call.chunk + 1) if call.chunk < last_chunk else first
             for index in [i for i in stored if i < call.chunk]:
                 del stored[index]  # no later window starts before this chunk
-            offsets, lengths = self._call_inputs(call, num_frames)
-            begin = time.perf_counter()
-            outputs = self.run_windows(self.variables, first, second, offsets, lengths,
-                                       valid_size=device_cells)
-            for name in ("count", "probs", "logits"):
-                outputs[name].copy_to_host_async()
-            seconds["dispatch"] += time.perf_counter() - begin
+            outputs = self.dispatch_windows(first, second, *self._call_inputs(call, num_frames),
+                                            device_cells, seconds)
             in_flight.append((call, outputs))
             if len(in_flight) > CALLS_IN_FLIGHT:
                 finish_call()
