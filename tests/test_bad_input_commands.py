@@ -82,6 +82,7 @@ CASES = [
     (["split", "--annotations", "{T}/notes.txt", "--fraction", "0.1", "--train-out",
       "{T}/notes.txt/a.json", "--val-out", "{T}/b.json"], "cannot be written"),
     (["benchmark", "--what", "postprocess", "--tracks", "0"], "--tracks"),
+    (["benchmark", "--what", "overlay", "--height", "8"], "--height/--width"),
     (["benchmark", "--config", "tiny", "--what", "train", "--batch-size", "3"],
      "--batch-size: must be a multiple of config.train.loss_group_size (2"),
 ]

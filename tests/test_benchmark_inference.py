@@ -134,6 +134,35 @@ def test_postprocess_benchmark_json_and_same_masks_as_the_full_size_path(capsys)
     assert code == 2 and "error: " in capsys.readouterr().err
 
 
+def test_overlay_benchmark_draws_the_synthetic_objects_and_reports_per_frame(capsys):
+    from ifc_jax.benchmarks.overlay import synthetic_tracks
+    from ifc_jax.benchmarks.synthetic_video import synthetic_video
+    from ifc_jax.data.masks import decode_rle
+
+    frames, tracks = synthetic_tracks(3, 64, 96, 2)
+    _, video = synthetic_video(3, 64, 96, seed=0, num_objects=2)
+    for t, (frame, masks) in enumerate(video):  # the tracks are the objects' own masks
+        np.testing.assert_array_equal(frames[t], frame)
+        for track, mask in zip(tracks, masks, strict=True):
+            np.testing.assert_array_equal(decode_rle(track.segmentations[t]), mask)
+    code = cli.main(["benchmark", "--what", "overlay", "--json", "--height", "64", "--width",
+                     "96", "--frames", "5", "--tracks", "3", "--repeats", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["what"] == "overlay" and (result["height"], result["width"]) == (64, 96)
+    assert (result["frames"], result["tracks"], result["gif_frames"],
+            result["keyframes"]) == (5, 3, 5, 4)
+    assert 0 < result["covered_fraction"] < 1
+    assert result["mp4_codec"] in ("libx264", "mpeg4")
+    for stage in ("draw", "mp4", "overlay"):
+        assert result[f"{stage}_ms_per_frame"] > 0
+    code = cli.main(["benchmark", "--what", "overlay", "--height", "64", "--width", "96",
+                     "--frames", "2", "--tracks", "1", "--repeats", "1"])
+    captured = capsys.readouterr()
+    assert code == 0 and "predict's overlay stage (draw, MP4, GIF, keyframes)" in captured.out
+
+
 def test_inference_benchmark_times_the_trained_model_of_a_workdir(tmp_path, capsys,
                                                                    tiny_config):
     """--weights: the workdir's checkpoint and the config recorded there, not random weights.

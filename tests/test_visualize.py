@@ -68,6 +68,47 @@ def test_draw_overlay_blends_inside_and_leaves_the_rest():
         visualize.draw_overlay(frame, [(np.zeros((60, 80), bool), colour, "x")]), frame)
 
 
+def reference_overlay(frame, masks, alpha):
+    """The overlay's arithmetic written out plainly: masks blended one after another in
+    float32 over the whole frame, each mask's contour (pixels within `thickness` 4-steps of
+    the outside or of the image border: a diamond) in its colour, then rounded."""
+    height, width = frame.shape[:2]
+    thickness = max(1, min(height, width) // 180)
+    value = frame.astype(np.float32)
+    for mask, colour, _ in masks:
+        padded = np.pad(mask, thickness)  # outside the image counts as outside the mask
+        interior = mask.copy()
+        for dy in range(-thickness, thickness + 1):
+            for dx in range(abs(dy) - thickness, thickness - abs(dy) + 1):
+                interior &= padded[thickness + dy:thickness + dy + height,
+                                   thickness + dx:thickness + dx + width]
+        colour = np.asarray(colour, np.float32)
+        blend = np.float32(1 - alpha) * value + np.float32(alpha) * colour
+        value = np.where(mask[..., None], blend, value)
+        value = np.where((mask & ~interior)[..., None], colour, value)
+    return np.floor(value + np.float32(0.5)).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("height, width", [(64, 96), (372, 360)])  # contours 1 and 2 wide
+def test_draw_overlay_of_overlapping_masks_equals_the_plain_arithmetic(height, width):
+    rng = np.random.default_rng(height)
+    frame = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    rows, cols = np.mgrid[:height, :width]
+    top = height // 3  # every mask starts on this row; the labels sit in the rows above
+    rectangle = (rows >= top) & (rows < height - 5) & (cols >= 10) & (cols < width // 2)
+    radius = height // 4
+    disk = (rows - top - radius) ** 2 + (cols - width // 2) ** 2 <= radius ** 2
+    noisy = (rng.random((height, width)) < 0.5) & (rows >= top)
+    edge = (rows >= top) & (cols >= width - 7)  # touches the image border
+    masks = [(rectangle, (200, 40, 10), "a 0.9"), (noisy, (10, 200, 40), "b 0.8"),
+             (disk, (40, 10, 200), "c 0.7"), (edge, (250, 250, 0), "d 0.6")]
+    for alpha in (0.5, 0.3):
+        out = visualize.draw_overlay(frame, masks, alpha=alpha)
+        expected = reference_overlay(frame, masks, alpha)
+        np.testing.assert_array_equal(out[top:], expected[top:])
+        assert (out[:top] != frame[:top]).any()  # the labels
+
+
 def test_display_tracks_threshold_and_labels():
     probs = [np.array([0.1, 0.6, 0.1, 0.2]), np.array([0.25, 0.05, 0.1, 0.6]),
              np.array([0.0, 0.0, 0.3, 0.7])]

@@ -229,7 +229,8 @@ def convert_weights(source: str, output: str, config: Any, *, overwrite: bool = 
 # pipeline and the encoders, the tiny model for inference and training on a CPU.
 BENCHMARK_RECIPES = {"data": "ifc_r50_ytvis19", "encoder": "ifc_r50_ytvis19",
                      "inference": "tiny", "train": "tiny",
-                     "postprocess": "ifc_r50_ytvis19"}  # (its classes only)
+                     "postprocess": "ifc_r50_ytvis19",  # (its classes only)
+                     "overlay": "tiny"}  # (no model)
 BENCHMARKS = tuple(BENCHMARK_RECIPES)
 
 
@@ -253,6 +254,8 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
       batch. `peak_size`: the matmul that measures the peak. postprocess: host ms per output
       frame of `tracks` tracks at `height` x `width` (default 720x1280) per count in
       `threads`, the masks' run boundaries found where `config.inference.mask_rle` says.
+      overlay: host ms per frame of predict's pictures (drawing, MP4, GIF, keyframes) of
+      `tracks` tracks on `frames` frames at `height` x `width` (default 720x1280).
     `weights` (inference only): time that workdir's or checkpoint's trained model instead of
     random weights. `config` None: the config recorded in the `weights` workdir, else
     BENCHMARK_RECIPES[what].
@@ -281,7 +284,8 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
     if what == "train" and batch_size is not None and group and batch_size % group:
         raise UserError(f"--batch-size: must be a multiple of config.train.loss_group_size "
                         f"({group}; the clips normalised together), got {batch_size}")
-    repeats = repeats if repeats is not None else 3 if what in ("inference", "postprocess") else 1
+    repeats = repeats if repeats is not None else 3 if what in (
+        "inference", "postprocess", "overlay") else 1
     with attention_implementation(config.model.attention):
         if what == "data":
             from ifc_jax.benchmarks.data import benchmark_train_pipeline
@@ -302,6 +306,11 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
                                          windows_per_call=int(
                                              config.inference.windows_per_call),
                                          mask_rle=config.inference.mask_rle)
+        if what == "overlay":
+            from ifc_jax.benchmarks.overlay import benchmark_overlay
+
+            return benchmark_overlay(height=height or 720, width=width or 1280, tracks=tracks,
+                                     num_frames=frames, repeats=repeats)
         if what == "inference":
             from ifc_jax.benchmarks.inference import benchmark_inference
 

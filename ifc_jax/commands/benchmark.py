@@ -14,6 +14,9 @@
                     on synthetic model outputs (--tracks objects, --height x --width output,
                     default 720x1280, 10 tracks) per --threads count, beside the full-size
                     mask path it replaces.
+  --what overlay    host ms per frame of predict's pictures (tracks drawn on every frame, the
+                    MP4, GIF and keyframes written) on a synthetic video with --tracks toy
+                    objects at --height x --width (default 720x1280), without the model.
   --what train      clips/s of the jitted train step at the config's training shapes
                     (train.batch_size clips of data.num_frames frames, pad_height x pad_width),
                     with its roofline and the input bytes it ships to the devices per step;
@@ -28,6 +31,7 @@ Examples:
   ifc-jax benchmark --what encoder --repeats 5 --plot encoder.png  # 360x640, T=1..36
   ifc-jax benchmark --what train --json --batches 2 --warmup 1  # tiny model, CPU
   ifc-jax benchmark --what postprocess --threads 1 2 --json   # 720x1280, 10 tracks
+  ifc-jax benchmark --what overlay --json                     # 720x1280, 10 tracks
   ifc-jax benchmark --what inference --config configs/ifc_r50_ytvis19.py \\
       --height 360 --width 640 --frames 180 --kept-queries 10 --dtypes bfloat16 float32 --json
   ifc-jax benchmark --what train --config configs/ifc_r50_ytvis19.py \\
@@ -53,6 +57,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
               "the jitted train step at the recipe's shapes, clips/s and input bytes per step"),
     "postprocess": ("ifc_jax.benchmarks.postprocess",
                     "host tracking + masks + RLE on synthetic model outputs, ms per frame"),
+    "overlay": ("ifc_jax.benchmarks.overlay",
+                "predict's overlay pictures (drawing, MP4, GIF, keyframes), ms per frame"),
 }
 
 
@@ -76,11 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--toy-root", default="data/toy",
                         help="where the toy dataset is (generated there if missing)")
     parser.add_argument("--height", type=int, default=None,
-                        help="inference / encoder: input height (default 128 / 360)")
+                        help="inference / encoder / postprocess and overlay: input or output "
+                             "height (default 128 / 360 / 720)")
     parser.add_argument("--width", type=int, default=None,
-                        help="inference / encoder: input width (default 224 / 640)")
+                        help="inference / encoder / postprocess and overlay: input or output "
+                             "width (default 224 / 640 / 1280)")
     parser.add_argument("--frames", type=int, default=36,
-                        help="inference: frames of the synthetic video (default 36)")
+                        help="inference, postprocess, overlay: frames of the synthetic video "
+                             "(default 36)")
     parser.add_argument("--clip-lengths", type=int, nargs="+", default=[1, 5, 10, 20, 36],
                         help="encoder: clip lengths T to time (default 1 5 10 20 36)")
     parser.add_argument("--variants", nargs="+", default=None,
@@ -91,7 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="encoder: timed runs per clip length (default 1); inference: "
                              "videos in the timed stream per setting, after one untimed "
                              "warm-up (default 3: a video's last masks encode while the next "
-                             "one runs, as in evaluate)")
+                             "one runs, as in evaluate); postprocess, overlay: timed runs, "
+                             "the fastest kept (default 3)")
     parser.add_argument("--trials", type=int, default=5,
                         help="inference: rounds of the end-to-end stream and the model-only "
                              "run, alternating; frames/s: the fastest of each, ratio: the "
@@ -99,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="postprocess: host thread counts to time (default 1 2)")
     parser.add_argument("--tracks", type=int, default=10,
-                        help="postprocess: objects tracked through the video (default 10)")
+                        help="postprocess, overlay: objects tracked through the video (default "
+                             "10)")
     parser.add_argument("--kept-queries", type=int, default=0,
                         help="inference: calibrate the random class head to keep about this "
                              "many queries per window, as a trained model does (default 0: "
