@@ -172,6 +172,10 @@ def get_config() -> ml_collections.ConfigDict:
     # float32, the host only compresses), auto (device on GPU/TPU; on a CPU host, except
     # for noisy batches, which go to the device program).
     config.inference.mask_rle = "auto"
+    # predict's pictures: frames drawn (with their PNGs and GIF frames) at once on this many
+    # host threads; the files are the same for any count (0: one per available core, at most
+    # 8; 1: on the calling thread).
+    config.inference.overlay_threads = 0
     config.inference.class_threshold = 0.01  # results keep (track, class) above it
     config.inference.multi_class = True  # one result per (track, class) above the threshold
     # Leave out tracks whose masks are empty in every frame (they can only be false

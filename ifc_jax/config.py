@@ -391,6 +391,7 @@ RULES: tuple[Rule, ...] = (
      lambda v, c: _is_int(v) and v >= 0 and v % PAD_MULTIPLE == 0,
      f"must be 0 or a positive multiple of {PAD_MULTIPLE}"),
     ("inference.host_threads", _at_least(0), "must be an integer >= 0"),
+    ("inference.overlay_threads", _at_least(0), "must be an integer >= 0"),
     ("inference.mask_rle", _one_of(MASK_RLE_PATHS), f"must be one of {', '.join(MASK_RLE_PATHS)}"),
     ("inference.class_threshold", _fraction(False, True), "must be in [0, 1)"),
     ("inference.multi_class", _boolean, "must be True or False"),

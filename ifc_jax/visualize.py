@@ -18,12 +18,15 @@ its long side; GIF frames are kept palette-quantised (1 byte per pixel) until wr
 MP4 (`mp4_name`) has every frame at the original size and the video's frame rate, H.264
 (libx264) when PyAV's FFmpeg has it, else MPEG-4 Part 2; it is encoded as the frames come, so
 it is never held in memory. With `frames_dir` every drawn frame is also a PNG there. Every
-file is written atomically (temp file + rename).
+file is written atomically (temp file + rename). Frames can be drawn on several threads at
+once (`write_overlays(threads=...)`); the files are still written in frame order.
 """
 
 from __future__ import annotations
 
+import collections
 import colorsys
+import concurrent.futures
 import contextlib
 import dataclasses
 import io
@@ -279,11 +282,21 @@ def mp4_writer(path: str, fps: float) -> Iterator[Callable[[np.ndarray], None]]:
                 container.mux(packet)
 
 
+def _picture(frame: np.ndarray, index: int, tracks: Sequence[DisplayTrack], *, png: bool,
+             gif_side: int | None) -> tuple[np.ndarray, bytes | None, Image.Image | None]:
+    """Frame `index` drawn, with its PNG bytes (`png`) and its GIF frame (`gif_side`: the
+    GIF's max side, None: not a GIF frame): one frame's work, independent of the others."""
+    rendered = render_frame(frame, index, tracks)
+    return (rendered, encode_png(rendered) if png else None,
+            _gif_image(rendered, gif_side) if gif_side is not None else None)
+
+
 def write_overlays(frames: Iterable[tuple[int, np.ndarray]], tracks: Sequence[DisplayTrack],
                    output_dir: str, gif_indices: Sequence[int], key_indices: Sequence[int], *,
                    num_frames: int, fps: float, max_side: int = 640,
                    gif_name: str = "overlay.gif", mp4_name: str | None = None,
-                   frames_dir: str | None = None) -> dict[str, list[str] | str | int | None]:
+                   frames_dir: str | None = None, threads: int = 1
+                   ) -> dict[str, list[str] | str | int | None]:
     """Draws the tracks on the frames and writes output_dir/overlay.gif, keyframe PNGs and,
     when asked, output_dir/`mp4_name` (every frame, at `fps`) and one PNG per frame in
     `frames_dir` (frame_NNNN.png).
@@ -291,17 +304,22 @@ def write_overlays(frames: Iterable[tuple[int, np.ndarray]], tracks: Sequence[Di
     frames: (index, uint8 (H, W, 3) original-size frame) for at least every index in
     gif_indices and key_indices (every index 0..num_frames-1 when an MP4 or frame PNGs are
     asked for), in increasing order (others are ignored).
+    threads: frames drawn (and their PNGs and GIF frames made) at once on a thread pool;
+    the numpy and Pillow work there runs without the GIL. The files are written in frame
+    order on the calling thread, the same bytes for any count; 1: all on the calling thread.
     Returns {"gif": path or None (no GIF frames asked for), "keyframes": [paths],
     "mp4": path or None, "frames_dir": frames_dir or None, "frame_pngs": count}.
     """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     every_frame = mp4_name is not None or frames_dir is not None
     gif_set, key_set = set(gif_indices), set(key_indices)
     gif_images: list[Image.Image] = []
     keyframes: list[str] = []
     frame_pngs = 0
     mp4_path = os.path.join(output_dir, mp4_name) if mp4_name is not None else None
-    with contextlib.ExitStack() as stack:
-        write_mp4 = stack.enter_context(mp4_writer(mp4_path, fps)) if mp4_path else None
+
+    def wanted() -> Iterator[tuple[int, np.ndarray]]:
         expected = 0
         for index, frame in frames:
             if not every_frame and index not in gif_set and index not in key_set:
@@ -310,21 +328,40 @@ def write_overlays(frames: Iterable[tuple[int, np.ndarray]], tracks: Sequence[Di
                 raise ValueError(f"frame {expected} missing: an MP4 or frame PNGs need every "
                                  "frame, in order")
             expected = index + 1
-            rendered = render_frame(frame, index, tracks)
+            yield index, frame
+        if every_frame and expected != num_frames:
+            raise ValueError("the frames iterable missed some of the asked-for frame indices")
+
+    def work(index: int, frame: np.ndarray) -> tuple[np.ndarray, bytes | None,
+                                                     Image.Image | None]:
+        return _picture(frame, index, tracks,
+                        png=index in key_set or frames_dir is not None,
+                        gif_side=max_side if index in gif_set else None)
+
+    with contextlib.ExitStack() as stack:
+        write_mp4 = stack.enter_context(mp4_writer(mp4_path, fps)) if mp4_path else None
+        if threads == 1:
+            pictures = ((index, work(index, frame)) for index, frame in wanted())
+        else:
+            pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(threads))
+            stack.callback(pool.shutdown, cancel_futures=True)  # on an error: stop early
+            pictures = ((index, future.result()) for index, future in _ahead(
+                ((index, pool.submit(work, index, frame)) for index, frame in wanted()),
+                2 * threads))
+        for index, (rendered, png, gif_image) in pictures:
             if write_mp4 is not None:
                 write_mp4(rendered)
             if frames_dir is not None:
                 atomic_write_bytes(os.path.join(frames_dir, frame_png_name(index, num_frames)),
-                                   encode_png(rendered))
+                                   png)
                 frame_pngs += 1
             if index in key_set:
                 path = os.path.join(output_dir, keyframe_name(index, num_frames))
-                atomic_write_bytes(path, encode_png(rendered))
+                atomic_write_bytes(path, png)
                 keyframes.append(path)
-            if index in gif_set:
-                gif_images.append(_gif_image(rendered, max_side))
-        if len(gif_images) != len(gif_set) or len(keyframes) != len(key_set) or (
-                every_frame and expected != num_frames):
+            if gif_image is not None:
+                gif_images.append(gif_image)
+        if len(gif_images) != len(gif_set) or len(keyframes) != len(key_set):
             raise ValueError("the frames iterable missed some of the asked-for frame indices")
     gif_path = None
     if gif_images:
@@ -333,3 +370,16 @@ def write_overlays(frames: Iterable[tuple[int, np.ndarray]], tracks: Sequence[Di
             gif_images, gif_frame_ms(num_frames, len(gif_images), fps)))
     return {"gif": gif_path, "keyframes": keyframes, "mp4": mp4_path,
             "frames_dir": frames_dir, "frame_pngs": frame_pngs}
+
+
+def _ahead(items: Iterator[tuple[int, concurrent.futures.Future]], count: int
+           ) -> Iterator[tuple[int, concurrent.futures.Future]]:
+    """The items of `items` in order, drawing up to `count` of them ahead of the one
+    yielded (so that many frames are in the pool while the first is written)."""
+    waiting: collections.deque = collections.deque()
+    for item in items:
+        waiting.append(item)
+        if len(waiting) > count:
+            yield waiting.popleft()
+    while waiting:
+        yield waiting.popleft()

@@ -83,6 +83,7 @@ CASES = [
       "{T}/notes.txt/a.json", "--val-out", "{T}/b.json"], "cannot be written"),
     (["benchmark", "--what", "postprocess", "--tracks", "0"], "--tracks"),
     (["benchmark", "--what", "overlay", "--height", "8"], "--height/--width"),
+    (["benchmark", "--what", "overlay", "--threads", "0"], "--threads must be >= 1"),
     (["benchmark", "--config", "tiny", "--what", "train", "--batch-size", "3"],
      "--batch-size: must be a multiple of config.train.loss_group_size (2"),
 ]

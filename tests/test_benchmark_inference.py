@@ -146,7 +146,8 @@ def test_overlay_benchmark_draws_the_synthetic_objects_and_reports_per_frame(cap
         for track, mask in zip(tracks, masks, strict=True):
             np.testing.assert_array_equal(decode_rle(track.segmentations[t]), mask)
     code = cli.main(["benchmark", "--what", "overlay", "--json", "--height", "64", "--width",
-                     "96", "--frames", "5", "--tracks", "3", "--repeats", "1"])
+                     "96", "--frames", "5", "--tracks", "3", "--repeats", "1", "--threads",
+                     "1", "3"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)
@@ -155,8 +156,10 @@ def test_overlay_benchmark_draws_the_synthetic_objects_and_reports_per_frame(cap
             result["keyframes"]) == (5, 3, 5, 4)
     assert 0 < result["covered_fraction"] < 1
     assert result["mp4_codec"] in ("libx264", "mpeg4")
-    for stage in ("draw", "mp4", "overlay"):
+    for stage in ("draw", "mp4"):
         assert result[f"{stage}_ms_per_frame"] > 0
+    assert [run["threads"] for run in result["runs"]] == [1, 3]
+    assert all(run["overlay_ms_per_frame"] > 0 for run in result["runs"])
     code = cli.main(["benchmark", "--what", "overlay", "--height", "64", "--width", "96",
                      "--frames", "2", "--tracks", "1", "--repeats", "1"])
     captured = capsys.readouterr()

@@ -98,6 +98,7 @@ BAD_VALUES = {
     "inference.match_threshold": ["1.5"],
     "inference.windows_per_call": ["0"],
     "inference.host_threads": ["-1"],
+    "inference.overlay_threads": ["-1"],
     "inference.mask_rle": ["gpu"],
     "inference.max_results_per_category": ["-5"],
     "inference.class_threshold": ["1.0"],

@@ -1,6 +1,7 @@
 """Overlay pictures: colours, contours, blending against hand-computed pixels, GIF, MP4 and
 PNGs."""
 
+import dataclasses
 import io
 import os
 
@@ -194,14 +195,51 @@ def test_write_overlays_mp4_and_frame_pngs_odd_size(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["frames", "overlay.gif", "overlay.mp4"]
 
 
-def test_write_overlays_mp4_needs_every_frame_and_leaves_no_file(tmp_path):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_write_overlays_mp4_needs_every_frame_and_leaves_no_file(tmp_path, threads):
     frames = np.zeros((4, 16, 16, 3), np.uint8)
     track = visualize.DisplayTrack(0, "x 0.9", 0.9, (0, 255, 0),
                                    [empty_rle(16, 16)] * 4)
     with pytest.raises(ValueError, match="frame 1 missing"):
         visualize.write_overlays(((t, frames[t]) for t in (0, 2, 3)), [track], str(tmp_path),
-                                 [], [], num_frames=4, fps=10.0, mp4_name="overlay.mp4")
+                                 [], [], num_frames=4, fps=10.0, mp4_name="overlay.mp4",
+                                 threads=threads)
     assert os.listdir(tmp_path) == []  # the temp MP4 is removed
+
+
+def test_write_overlays_on_threads_writes_the_same_files(tmp_path):
+    num_frames, height, width = 11, 40, 54
+    frames, _, track = moving_box_track(num_frames, height, width, step=3)
+    contents = []
+    for threads in (1, 4):
+        folder = tmp_path / str(threads)
+        (folder / "frames").mkdir(parents=True)
+        written = visualize.write_overlays(
+            ((t, frames[t]) for t in range(num_frames)), [track], str(folder), [0, 5, 10],
+            [0, 10], num_frames=num_frames, fps=10.0, max_side=32, mp4_name="overlay.mp4",
+            frames_dir=str(folder / "frames"), threads=threads)
+        assert written["frame_pngs"] == num_frames and len(written["keyframes"]) == 2
+        contents.append({str(path.relative_to(folder)): path.read_bytes()
+                         for path in sorted(folder.rglob("*")) if path.is_file()})
+    assert len(contents[0]) == 1 + 1 + 2 + num_frames  # GIF, MP4, keyframes, frame PNGs
+    # libx264 itself does not encode the same frames to the same bytes twice (even on one
+    # thread): the MP4s are compared by what they show, every other file byte for byte.
+    for folder in ("1", "4"):
+        decoded, _, _ = decode_mp4(str(tmp_path / folder / "overlay.mp4"))
+        for t in range(num_frames):
+            expected = visualize.render_frame(frames[t], t, [track])
+            assert np.abs(decoded[t].astype(np.int16) - expected).mean() < 10.0
+    assert contents[0].pop("overlay.mp4") != b"" and contents[1].pop("overlay.mp4") != b""
+    assert contents[0] == contents[1]
+    # A frame that fails to draw (its mask does not fit) stops the run with the error; the
+    # MP4 is not left behind.
+    bad = dataclasses.replace(track, segmentations=[
+        *track.segmentations[:7], empty_rle(height + 1, width), *track.segmentations[8:]])
+    with pytest.raises(ValueError, match="does not fit"):
+        visualize.write_overlays(((t, frames[t]) for t in range(num_frames)), [bad],
+                                 str(tmp_path), [], [], num_frames=num_frames, fps=10.0,
+                                 mp4_name="late.mp4", threads=4)
+    assert not [name for name in os.listdir(tmp_path) if "late" in name]
 
 
 def test_even_size_pads_by_repeating_the_edge():

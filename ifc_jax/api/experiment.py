@@ -163,6 +163,14 @@ def _remove_previous_predict_outputs(output: str) -> list[str]:
     return removed
 
 
+def overlay_threads(setting: int) -> int:
+    """Threads drawing predict's pictures for `inference.overlay_threads` (0: one per core
+    this process may use, at most 8)."""
+    from ifc_jax.inference.predictor import available_cores
+
+    return setting or min(8, available_cores())
+
+
 def _predict_into(model: Model, opened: VideoInput, output: str,
                   progress: BatchProgress | None, *, min_score: float,
                   gif_frames: int, keyframes: int, overlay_max_side: int, mp4: bool,
@@ -194,7 +202,8 @@ def _predict_into(model: Model, opened: VideoInput, output: str,
     written = visualize.write_overlays(
         frames, tracks, output, gif_indices, key_indices, num_frames=opened.num_frames,
         fps=opened.fps, max_side=overlay_max_side,
-        mp4_name="overlay.mp4" if mp4 else None, frames_dir=frames_dir)
+        mp4_name="overlay.mp4" if mp4 else None, frames_dir=frames_dir,
+        threads=overlay_threads(model.config.inference.overlay_threads))
     return {
         "input": opened.path,
         "output": output,

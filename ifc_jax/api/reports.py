@@ -255,7 +255,8 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
       frame of `tracks` tracks at `height` x `width` (default 720x1280) per count in
       `threads`, the masks' run boundaries found where `config.inference.mask_rle` says.
       overlay: host ms per frame of predict's pictures (drawing, MP4, GIF, keyframes) of
-      `tracks` tracks on `frames` frames at `height` x `width` (default 720x1280).
+      `tracks` tracks on `frames` frames at `height` x `width` (default 720x1280), the
+      whole stage per count in `threads`.
     `weights` (inference only): time that workdir's or checkpoint's trained model instead of
     random weights. `config` None: the config recorded in the `weights` workdir, else
     BENCHMARK_RECIPES[what].
@@ -310,7 +311,8 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
             from ifc_jax.benchmarks.overlay import benchmark_overlay
 
             return benchmark_overlay(height=height or 720, width=width or 1280, tracks=tracks,
-                                     num_frames=frames, repeats=repeats)
+                                     num_frames=frames, repeats=repeats,
+                                     threads=tuple(threads))
         if what == "inference":
             from ifc_jax.benchmarks.inference import benchmark_inference
 

@@ -10,7 +10,8 @@ once per frame of the video (every frame for the MP4). Measured on a synthetic v
 - draw: `render_frame` on every frame (RLE decode, blend, contours, labels);
 - mp4: encoding the drawn frames into an MP4 (`mp4_writer`, H.264 when PyAV has it);
 - overlay: the whole picture stage of `predict` with its defaults (`write_overlays`: the
-  drawing, the MP4 of every frame, GIF frames of up to 640 pixels, 4 keyframe PNGs).
+  drawing, the MP4 of every frame, GIF frames of up to 640 pixels, 4 keyframe PNGs), per
+  count in `threads` of host threads drawing frames at once (`inference.overlay_threads`).
 
   python main.py benchmark --what overlay --json              # 720x1280, 10 tracks
 """
@@ -54,7 +55,8 @@ def _best(repeats: int, run: Any) -> float:
 
 
 def benchmark_overlay(*, height: int = 720, width: int = 1280, tracks: int = 10,
-                      num_frames: int = 36, repeats: int = 3) -> dict[str, Any]:
+                      num_frames: int = 36, repeats: int = 3,
+                      threads: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """Host ms per frame of drawing and writing predict's overlays; see the module
     docstring."""
     from ifc_jax import visualize
@@ -63,8 +65,8 @@ def benchmark_overlay(*, height: int = 720, width: int = 1280, tracks: int = 10,
 
     if not (32 <= height <= 8192 and 32 <= width <= 8192):
         raise UserError(f"--height/--width: must be in 32..8192 pixels, got {height}x{width}")
-    if tracks < 1 or num_frames < 1 or repeats < 1:
-        raise UserError("--tracks, --frames and --repeats must be >= 1")
+    if tracks < 1 or num_frames < 1 or repeats < 1 or not threads or min(threads) < 1:
+        raise UserError("--tracks, --frames, --repeats and --threads must be >= 1")
     frames, display = synthetic_tracks(num_frames, height, width, tracks)
     covered = np.mean([np.any([decode_rle(track.segmentations[t]) for track in display],
                                axis=0).mean() for t in range(num_frames)])
@@ -82,14 +84,16 @@ def benchmark_overlay(*, height: int = 720, width: int = 1280, tracks: int = 10,
                 for image in rendered:
                     write(image)
 
-        def overlay() -> None:
+        def overlay(count: int) -> None:
             visualize.write_overlays(enumerate(frames), display, folder, gif_indices,
                                      key_indices, num_frames=num_frames, fps=30.0,
-                                     max_side=MAX_SIDE, mp4_name="overlay.mp4")
+                                     max_side=MAX_SIDE, mp4_name="overlay.mp4",
+                                     threads=count)
 
         draw_seconds = _best(repeats, draw)
         mp4_seconds = _best(repeats, mp4)
-        overlay_seconds = _best(repeats, overlay)
+        overlay_seconds = {count: _best(repeats, lambda c=count: overlay(c))
+                           for count in threads}
     per_frame = 1000.0 / num_frames
     return {
         "what": "overlay",
@@ -99,22 +103,26 @@ def benchmark_overlay(*, height: int = 720, width: int = 1280, tracks: int = 10,
         "gif_frames": len(gif_indices), "keyframes": len(key_indices),
         "draw_ms_per_frame": draw_seconds * per_frame,
         "mp4_ms_per_frame": mp4_seconds * per_frame,
-        "overlay_ms_per_frame": overlay_seconds * per_frame,
+        "runs": [{"threads": count, "overlay_ms_per_frame": seconds * per_frame,
+                  "frames_per_s": num_frames / seconds}
+                 for count, seconds in overlay_seconds.items()],
     }
 
 
 def format_result(result: dict[str, Any]) -> str:
     from ifc_jax.io import format_table
 
-    rows = [[stage, f"{result[f'{key}_ms_per_frame']:.2f}",
+    rows = [[stage, count, f"{result[f'{key}_ms_per_frame']:.2f}",
              f"{1000 / result[f'{key}_ms_per_frame']:.0f}"]
-            for stage, key in (("draw (RLE decode, blend, contours, labels)", "draw"),
-                               (f"MP4 encoding ({result['mp4_codec']})", "mp4"),
-                               ("predict's overlay stage (draw, MP4, GIF, keyframes)",
-                                "overlay"))]
+            for stage, count, key in (
+                ("draw (RLE decode, blend, contours, labels)", 1, "draw"),
+                (f"MP4 encoding ({result['mp4_codec']}, its own threads)", "-", "mp4"))]
+    rows += [["predict's overlay stage (draw, MP4, GIF, keyframes)", run["threads"],
+              f"{run['overlay_ms_per_frame']:.2f}", f"{run['frames_per_s']:.0f}"]
+             for run in result["runs"]]
     return "\n".join([
         f"overlays of {result['tracks']} tracks on {result['frames']} frames at "
         f"{result['height']}x{result['width']} ({100 * result['covered_fraction']:.0f}% of "
         f"the pixels under a mask; {result['gif_frames']} GIF frames, {result['keyframes']} "
         f"keyframes), best of {result['repeats']}",
-        format_table(["stage", "ms/frame", "frames/s"], rows)])
+        format_table(["stage", "threads", "ms/frame", "frames/s"], rows)])

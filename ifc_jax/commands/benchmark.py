@@ -16,7 +16,8 @@
                     mask path it replaces.
   --what overlay    host ms per frame of predict's pictures (tracks drawn on every frame, the
                     MP4, GIF and keyframes written) on a synthetic video with --tracks toy
-                    objects at --height x --width (default 720x1280), without the model.
+                    objects at --height x --width (default 720x1280), without the model,
+                    per --threads count drawing frames at once.
   --what train      clips/s of the jitted train step at the config's training shapes
                     (train.batch_size clips of data.num_frames frames, pad_height x pad_width),
                     with its roofline and the input bytes it ships to the devices per step;
@@ -107,7 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "run, alternating; frames/s: the fastest of each, ratio: the "
                              "median of the rounds' ratios (default 5)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                        help="postprocess: host thread counts to time (default 1 2)")
+                        help="postprocess, overlay: host thread counts to time (default 1 "
+                             "2)")
     parser.add_argument("--tracks", type=int, default=10,
                         help="postprocess, overlay: objects tracked through the video (default "
                              "10)")
