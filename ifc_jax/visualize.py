@@ -37,7 +37,7 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ifc_jax.data.masks import decode_rle
+from ifc_jax.data.masks import decode_rle, rle_areas, rle_size
 from ifc_jax.io import atomic_write_bytes, atomic_writer
 
 MASK_ALPHA = 0.5
@@ -176,12 +176,17 @@ def draw_overlay(frame: np.ndarray, masks: Sequence[tuple[np.ndarray, Colour, st
 def render_frame(frame: np.ndarray, frame_index: int, tracks: Sequence[DisplayTrack],
                  alpha: float = MASK_ALPHA) -> np.ndarray:
     """Frame `frame_index` (uint8 (H, W, 3), original size) with the tracks' masks on it."""
-    masks = [(decode_rle(track.segmentations[frame_index]), track.colour, track.label)
-             for track in tracks]
-    for mask, _, _ in masks:
-        if mask.shape != frame.shape[:2]:
-            raise ValueError(f"mask {mask.shape} does not fit frame {frame.shape[:2]}")
-    return draw_overlay(frame, masks, alpha)
+    rles = [track.segmentations[frame_index] for track in tracks]
+    for rle in rles:
+        if rle_size(rle) != frame.shape[:2]:
+            raise ValueError(f"mask {rle_size(rle)} does not fit frame {frame.shape[:2]}")
+    # A track is absent from most frames of a long video: its empty masks (drawn as nothing)
+    # are skipped without decoding them, from the areas pycocotools reads off the counts.
+    drawn = (rle_areas(rles) > 0 if all(not isinstance(rle["counts"], list) for rle in rles)
+             else [True] * len(rles))
+    return draw_overlay(frame, [(decode_rle(rle), track.colour, track.label)
+                                for rle, track, draw in zip(rles, tracks, drawn, strict=True)
+                                if draw], alpha)
 
 
 def encode_png(image: np.ndarray) -> bytes:

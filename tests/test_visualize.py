@@ -130,6 +130,29 @@ def moving_box_track(num_frames, height, width, step):
     return frames, masks, track
 
 
+def test_render_frame_draws_the_tracks_present_and_checks_every_size():
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    masks = [np.zeros((30, 40), bool) for _ in range(4)]
+    masks[1][5:20, 3:30] = True
+    masks[3][10:25, 20:38] = True  # tracks 0 and 2 are absent from this frame
+    colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)]
+    tracks = [visualize.DisplayTrack(i, f"t{i} 0.9", 0.9, colours[i], [encode_rle(m)])
+              for i, m in enumerate(masks)]
+    expected = visualize.draw_overlay(frame, [(m, colours[i], f"t{i} 0.9")
+                                              for i, m in enumerate(masks)])
+    np.testing.assert_array_equal(visualize.render_frame(frame, 0, tracks), expected)
+    # Uncompressed counts (a list) are decoded as they are.
+    listed = dataclasses.replace(tracks[2], segmentations=[{"size": [30, 40],
+                                                            "counts": [1200]}])
+    np.testing.assert_array_equal(
+        visualize.render_frame(frame, 0, [*tracks[:2], listed, tracks[3]]), expected)
+    # An absent track's empty mask of the wrong size is an error all the same.
+    wrong = dataclasses.replace(tracks[0], segmentations=[empty_rle(30, 41)])
+    with pytest.raises(ValueError, match=r"mask \(30, 41\) does not fit frame \(30, 40\)"):
+        visualize.render_frame(frame, 0, [wrong, *tracks[1:]])
+
+
 def test_write_overlays_gif_and_keyframes(tmp_path):
     num_frames, height, width = 9, 48, 64
     frames, masks, track = moving_box_track(num_frames, height, width, step=3)
