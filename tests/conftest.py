@@ -9,6 +9,10 @@ import tempfile
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The numerical tests compare float32 results against float64 references: on a GPU, float32
+# matrix products and convolutions default to TF32 (a 10-bit mantissa), which would hide
+# nothing but fail them; no effect on a CPU.
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 # Compiled programs are shared across tests and the subprocesses they start (the resume and
 # multi-process tests run main.py several times): a per-session persistent cache, one for
 # all pytest-xdist workers of the run (JAX writes its entries atomically).

@@ -215,7 +215,10 @@ def test_model_forward_and_gradient_agree(tiny_models):
             # paths give rounding noise of ~1e-10.
             assert np.abs(b).max() < 1e-7, jax.tree_util.keystr(where)
         else:
-            _close(b, a, atol=1e-4)
+            # Gradients through the whole model sum in different orders on the two paths:
+            # one element in 1024 was seen 1.04e-4 apart (jax 0.11, CPU); a wrong path is
+            # off by O(1).
+            _close(b, a, atol=3e-4)
 
 
 @pytest.mark.parametrize("kernels", PATHS)
