@@ -64,6 +64,9 @@ def test_inference_benchmark_json(capsys):
     assert [line.split(":")[1] for line in lines] == [
         " near_online T=5 float32", " offline T=8 float32", " near_online T=5 bfloat16",
         " offline T=8 bfloat16"]
+    settings = [s for run in result["runs"] for s in run["settings"].values()]
+    assert [line.rsplit("; ", 1)[1] for line in lines] == [
+        f"{s['tracks']} tracks, {s['results']} results" for s in settings]
 
 
 def test_inference_benchmark_table_and_bad_dtype(capsys):
@@ -105,6 +108,23 @@ def test_limit_kept_queries_keeps_that_many_in_the_first_window(tiny_config):
     assert kept(variables) > 3  # a random head keeps most of the 10 queries
     for target in (3, 1, 0):
         assert kept(benchmark_inference.limit_kept_queries(predictor, frames, target)) == target
+
+
+def test_kept_queries_are_calibrated_for_each_setting_s_own_windows(capsys):
+    """Near-online (5-frame windows) and offline (here one 12-frame window) each keep about
+    --kept-queries queries: a head calibrated on one setting's windows keeps a different
+    number in the other's."""
+    code = cli.main(["benchmark", "--what", "inference", "--json", "--height", "64",
+                     "--width", "96", "--frames", "12", "--kept-queries", "2",
+                     "--dtypes", "float32", "--peak-size", "64", "--trials", "1",
+                     "--repeats", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    settings = json.loads(captured.out)["runs"][0]["settings"]
+    assert settings["offline"]["window_frames"] == 12
+    for setting in settings.values():
+        assert setting["first_window_kept"] == 2
+        assert setting["tracks"] > 0
 
 
 def test_postprocess_benchmark_json_and_same_masks_as_the_full_size_path(capsys):

@@ -66,9 +66,10 @@ def test_batches_are_split_into_few_sizes_with_little_padding():
         assert not count or sum(sizes[:-1]) < count  # the last call holds a real mask
 
 
-def test_noisy_batches_on_a_cpu_take_the_device_encoder_and_match_the_reference():
+def test_noisy_batches_take_the_device_encoder_and_match_the_reference():
     """`auto` on a CPU: the host's outline path for object masks, the device's program
-    (compacted on the host) for batches whose outline is most of the grid."""
+    (compacted on the host) for batches whose outline is most of the grid; on a GPU or TPU
+    the device's program for every batch."""
     calls = []
     device = DeviceRleEncoder((16, 28), (128, 224))
 
@@ -83,9 +84,13 @@ def test_noisy_batches_on_a_cpu_take_the_device_encoder_and_match_the_reference(
     objects = blobs(4, (16, 28), seed=4, noise=0.3)
     assert hybrid(objects) == RleUpsampler((16, 28), (128, 224))(objects)
     assert calls == [12]  # the outline path: the device encoder not called
-    chosen = mask_encoder((16, 28), (128, 224), "auto", jax.devices()[0])
-    assert isinstance(chosen.dense_encoder, DeviceRleEncoder)
-    assert chosen.dense_encoder.compact_on_host
+    default = jax.devices()[0]
+    chosen = mask_encoder((16, 28), (128, 224), "auto", default)
+    if default.platform == "cpu":
+        assert isinstance(chosen.dense_encoder, DeviceRleEncoder)
+        assert chosen.dense_encoder.compact_on_host
+    else:
+        assert isinstance(chosen, DeviceRleEncoder) and chosen.device == default
     assert mask_encoder((16, 28), (128, 224), "host").dense_encoder is None
 
 
@@ -118,11 +123,13 @@ def test_uniform_masks_empty_batches_and_batches_past_the_largest_call():
 
 def test_mask_rle_setting_picks_the_encoder():
     assert config_module.MASK_RLE_PATHS == predictor_module.MASK_RLE_PATHS
-    cpu = jax.devices()[0]
-    assert isinstance(mask_encoder((5, 7), (40, 56), "auto", cpu), RleUpsampler)  # on a CPU
+    default = jax.devices()[0]
+    auto = mask_encoder((5, 7), (40, 56), "auto", default)
+    # The host's encoder on a CPU, the device's on a GPU or TPU.
+    assert isinstance(auto, RleUpsampler if default.platform == "cpu" else DeviceRleEncoder)
     assert isinstance(mask_encoder((5, 7), (40, 56), "host"), RleUpsampler)
-    chosen = mask_encoder((5, 7), (40, 56), "device", cpu)
-    assert isinstance(chosen, DeviceRleEncoder) and chosen.device == cpu
+    chosen = mask_encoder((5, 7), (40, 56), "device", default)
+    assert isinstance(chosen, DeviceRleEncoder) and chosen.device == default
     assert isinstance(mask_encoder((5, 7), (4, 56), "device"), RleUpsampler)  # downsampling
     with pytest.raises(ValueError, match="mask_rle"):
         mask_encoder((5, 7), (40, 56), "gpu")

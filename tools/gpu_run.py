@@ -141,7 +141,9 @@ def summarize(name: str, text: str) -> list[str]:
                     f"{s['end_to_end_over_model_only']:.2f}, "
                     f"{100 * roof['fraction_of_peak']:.1f} % of the measured peak "
                     f"({roof['tflop_per_s']:.3g} TFLOP/s); stages ms/frame "
-                    + ", ".join(f"{k} {v:.3f}" for k, v in s["stage_ms_per_frame"].items()))
+                    + ", ".join(f"{k} {v:.3f}" for k, v in s["stage_ms_per_frame"].items())
+                    # A run that keeps no query times no tracking or RLE: say so.
+                    + f"; {s['tracks']} tracks, {s['results']} results")
     elif result.get("what") == "train":
         for run in result["runs"]:
             lines.append(
