@@ -4,8 +4,10 @@ rotated) in one call, with a random-weight tiny model."""
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,7 @@ from ifc_jax.data.ytvis import Video
 from ifc_jax.evaluation.results import video_results
 from ifc_jax.inference.loading import load_trained_model
 from ifc_jax.inference.predictor import VideoPredictor
+from ifc_jax.io import UserError
 from ifc_jax.models.ifc import IFC
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -349,6 +352,50 @@ def test_predict_three_videos_one_rotated_compiles_once(capsys, setup, tmp_path,
     log_text = "\n".join(logs.lines)
     assert "predict: video 3/3, " in log_text and "ETA" in log_text
     assert f"{3 * NUM_FRAMES - 1}/{3 * NUM_FRAMES} frames" in log_text
+
+
+def test_a_video_s_pictures_are_drawn_while_the_model_runs_on_the_next(capsys, setup,
+                                                                         tmp_path, monkeypatch):
+    """Video 1's pictures are drawn while the model predicts video 2 (they wait for it to
+    start); a failure drawing video 2's pictures stops the batch with its one error line
+    before video 3 writes anything."""
+    from ifc_jax import visualize
+
+    for name in ("b", "c"):
+        shutil.copy(setup["video"], tmp_path / f"{name}.mp4")
+    predicting = []
+    next_started = threading.Event()
+    original_predict = api_model.Model.predict_video_input
+
+    def predict(self, video, progress=None):
+        predicting.append(video.path)
+        if len(predicting) == 2:
+            next_started.set()
+        return original_predict(self, video, progress)
+
+    original_write = visualize.write_overlays
+    overlapped = []
+
+    def write(frames, tracks, out_dir, *args, **kwargs):
+        if len(overlapped) == 1:
+            raise UserError(f"{out_dir}/overlay.gif: no space left on device")
+        overlapped.append(next_started.wait(30))  # False if video 2 waited for these
+        return original_write(frames, tracks, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(api_model.Model, "predict_video_input", predict)
+    monkeypatch.setattr(visualize, "write_overlays", write)
+    output = tmp_path / "out"
+    code, out, err = run_predict(capsys, setup, setup["video"], str(output), "--input",
+                                 str(tmp_path / "b.mp4"), str(tmp_path / "c.mp4"))
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and overlapped == [True]
+    assert lines[-1] == f"error: {output / 'b'}/overlay.gif: no space left on device", lines
+    assert len(predicting) == 3  # video 3's tracks were computed beside video 2's pictures
+    names = os.listdir(output / "clip")
+    assert {"results.json", "overlay.gif", "overlay.mp4"} <= set(names)
+    assert len(names) == 3 + sum(name.startswith("keyframe_") for name in names) == 7
+    assert os.listdir(output / "b") == ["results.json"]  # as before: tracks, then pictures
+    assert not (output / "c").exists()
 
 
 @pytest.mark.parametrize("case", ["no_match", "no_videos", "missing_among_several"])

@@ -10,6 +10,8 @@ call). Each takes a config (a recipe name, a file, or a ConfigDict) and returns 
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import os
 import re
 import time
@@ -171,22 +173,26 @@ def overlay_threads(setting: int) -> int:
     return setting or min(8, available_cores())
 
 
-def _predict_into(model: Model, opened: VideoInput, output: str,
-                  progress: BatchProgress | None, *, min_score: float,
-                  gif_frames: int, keyframes: int, overlay_max_side: int, mp4: bool,
-                  png_frames: bool) -> dict[str, Any]:
-    """Predicts one opened video with `model` and writes its outputs into `output` (see
-    `predict_video`); returns the video's summary."""
-    from ifc_jax import visualize
+def _write_results(run: Any, output: str) -> str:
+    """Clears an earlier predict's files from `output` and writes `run`'s results.json there;
+    returns that file's path."""
     from ifc_jax.evaluation.results import write_results_json
 
-    run = model.predict_video_input(opened, progress)
     storage.makedirs(output)
     _remove_previous_predict_outputs(output)
     results_path = storage.join(output, "results.json")
     write_results_json(results_path, run.results)
-    prediction = run.prediction
+    return results_path
 
+
+def _write_pictures(model: Model, opened: VideoInput, output: str, run: Any,
+                    results_path: str, *, min_score: float, gif_frames: int, keyframes: int,
+                    overlay_max_side: int, mp4: bool, png_frames: bool) -> dict[str, Any]:
+    """Draws `run`'s tracks of `opened` into `output` (see `predict_video`); returns the
+    video's summary."""
+    from ifc_jax import visualize
+
+    prediction = run.prediction
     begin = time.perf_counter()
     tracks = visualize.display_tracks(prediction.class_probs, prediction.segmentations,
                                       model.class_names, min_score)
@@ -258,9 +264,12 @@ def predict_video(config: Any | None, workdir: str, video: str, output: str, *,
     config = resolve_config(config, workdir)
     opened = open_video(video, folder_fps=fps)
     model = Model(config, weights or workdir)  # a missing workdir fails before any build
-    summary = _predict_into(model, opened, output, None, min_score=min_score,
-                            gif_frames=gif_frames, keyframes=keyframes,
-                            overlay_max_side=overlay_max_side, mp4=mp4, png_frames=png_frames)
+    run = model.predict_video_input(opened, None)
+    results_path = _write_results(run, output)
+    summary = _write_pictures(model, opened, output, run, results_path, min_score=min_score,
+                              gif_frames=gif_frames, keyframes=keyframes,
+                              overlay_max_side=overlay_max_side, mp4=mp4,
+                              png_frames=png_frames)
     return {**summary, "input": video}
 
 
@@ -306,14 +315,26 @@ def predict_videos(config: Any | None, workdir: str, inputs: Sequence[str], outp
         check_write_target(folder, "--output", folder=True)
     model = Model(config, weights or workdir)  # loaded (and compiled) once for all
     progress = BatchProgress([video.num_frames for video in opened])
+    draw = functools.partial(_write_pictures, model, min_score=min_score,
+                             gif_frames=gif_frames, keyframes=keyframes,
+                             overlay_max_side=overlay_max_side, mp4=mp4, png_frames=png_frames)
     begin = time.perf_counter()
     summaries = []
-    for video, folder in zip(opened, folders, strict=True):
-        summaries.append(_predict_into(
-            model, video, folder, progress, min_score=min_score, gif_frames=gif_frames,
-            keyframes=keyframes, overlay_max_side=overlay_max_side, mp4=mp4,
-            png_frames=png_frames))
-        progress.video_done()
+    # A video's pictures are drawn on a thread of their own while the model runs on the next
+    # video: on a GPU host the pictures, not the model, take most of the time. The next
+    # video writes nothing before the previous one's pictures are done, so a failure there
+    # stops the batch with no folder left half written; leaving the block waits for them.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ifc-pictures") as painter:
+        drawing: concurrent.futures.Future | None = None
+        for video, folder in zip(opened, folders, strict=True):
+            run = model.predict_video_input(video, progress)
+            if drawing is not None:
+                summaries.append(drawing.result())
+            results_path = _write_results(run, folder)
+            progress.video_done()
+            drawing = painter.submit(draw, video, folder, run, results_path)
+        if drawing is not None:
+            summaries.append(drawing.result())
     seconds = time.perf_counter() - begin
     frames = sum(video.num_frames for video in opened)
     return {"videos": summaries, "output": output, "frames": frames, "seconds": seconds,

@@ -132,7 +132,8 @@ class BatchProgress:
                 self.last = now
 
     def video_done(self) -> None:
-        """Logs the batch's progress after a video of several (its overlays written too)."""
+        """Logs the batch's progress after a video of several (its tracks and results.json;
+        `predict` draws its pictures while the model runs on the next video)."""
         if len(self.frame_counts) > 1 and self.video < len(self.frame_counts):
             now = time.perf_counter()
             self._log(now)
