@@ -66,10 +66,20 @@ def setup():
     return config, model, optimizer, schedule, state, batch
 
 
+# Compiled train steps by (device count, matcher), shared by the tests of one process: the
+# host matcher's program (a host callback) cannot come from JAX's persistent cache, and three
+# tests run it on 8 devices.
+_STEPS: dict[tuple[int, str], object] = {}
+
+
 def _run_steps(setup, devices, steps, matcher="host"):
     _, model, optimizer, schedule, state, batch = setup
     mesh = Mesh(np.asarray(devices), ("data",))
-    step_fn = make_train_step(model, optimizer, schedule, jax.random.key(1), mesh, matcher)
+    key = (len(devices), matcher)
+    if key not in _STEPS:
+        _STEPS[key] = make_train_step(model, optimizer, schedule, jax.random.key(1), mesh,
+                                      matcher)
+    step_fn = _STEPS[key]
     replicated = NamedSharding(mesh, PartitionSpec())
     state = jax.device_put(jax.tree.map(jnp.copy, state), replicated)
     sharded = jax.device_put(select_model_inputs(batch),
