@@ -142,6 +142,10 @@ def summarize(name: str, text: str) -> list[str]:
                     f"{100 * roof['fraction_of_peak']:.1f} % of the measured peak "
                     f"({roof['tflop_per_s']:.3g} TFLOP/s); stages ms/frame "
                     + ", ".join(f"{k} {v:.3f}" for k, v in s["stage_ms_per_frame"].items())
+                    # Where the stream's main thread spent its time (a dispatch that blocks
+                    # serialises host and device work).
+                    + "; host seconds " + ", ".join(f"{k} {v:.3f}"
+                                                    for k, v in s["host_seconds"].items())
                     # A run that keeps no query times no tracking or RLE: say so.
                     + f"; {s['tracks']} tracks, {s['results']} results")
     elif result.get("what") == "train":

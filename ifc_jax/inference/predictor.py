@@ -55,10 +55,14 @@ from ifc_jax.inference.tracking import ClipTracker, stride8_valid_size
 from ifc_jax.models.ifc import IFC
 
 # Host-side seconds of a prediction, by stage: pulling frames from the input (decoding,
-# resizing), dispatching device calls, waiting for device results, tracking, the RLE
-# encoding (summed over the pool's threads, so it can exceed the wall time) and the wait for
-# the last of it in `PendingPrediction.result()`.
-STAGES = ("input", "dispatch", "device_wait", "tracking", "masks_rle", "rle_wait")
+# resizing), dispatching the frame-feature calls (their frames go to the device with them)
+# and the window calls, starting the copies of a call's kept instances to the host, waiting
+# for device results, tracking, the RLE encoding (summed over the pool's threads, so it can
+# exceed the wall time) and the wait for the last of it in `PendingPrediction.result()`.
+# The dispatch stages are apart because a dispatch that does not return at once (seen on a
+# GPU: as long as the device's own time) serialises host and device work.
+STAGES = ("input", "dispatch_chunks", "dispatch_windows", "copy_start", "device_wait",
+          "tracking", "masks_rle", "rle_wait")
 # Kept queries copied to the host per window; a window keeping more (rare for a trained
 # model: a handful of objects) fetches all its queries' outputs instead.
 KEPT_SLOTS = 32
@@ -520,24 +524,28 @@ class VideoPredictor:
     def encode_chunk(self, frames: np.ndarray, frame_size: tuple[int, int] | None,
                      seconds: dict[str, float]) -> dict[str, jax.Array]:
         """Dispatches `encode_frames` on F <= chunk_frames frames (`pad_chunk`'s arguments);
-        the dispatch time is added to seconds["dispatch"]. Returns the chunk's features."""
+        the dispatch time is added to seconds["dispatch_chunks"]. Returns the chunk's
+        features."""
         begin = time.perf_counter()
         features = self.encode_frames(self.variables,
                                       *pad_chunk(frames, self.chunk_frames, frame_size))
-        seconds["dispatch"] += time.perf_counter() - begin
+        seconds["dispatch_chunks"] += time.perf_counter() - begin
         return features
 
     def dispatch_windows(self, first: dict[str, jax.Array], second: dict[str, jax.Array],
                          offsets: np.ndarray, lengths: np.ndarray, valid_size: tuple[int, int],
                          seconds: dict[str, float]) -> dict[str, jax.Array]:
         """Dispatches `run_windows` (its arguments) and starts copying the kept instances to
-        the host; the dispatch time is added to seconds["dispatch"]. Returns the outputs."""
+        the host; the times go to seconds["dispatch_windows"] and seconds["copy_start"].
+        Returns the outputs."""
         begin = time.perf_counter()
         outputs = self.run_windows(self.variables, first, second, offsets, lengths,
                                    valid_size=valid_size)
+        dispatched = time.perf_counter()
+        seconds["dispatch_windows"] += dispatched - begin
         for name in ("count", "probs", "logits"):
             outputs[name].copy_to_host_async()
-        seconds["dispatch"] += time.perf_counter() - begin
+        seconds["copy_start"] += time.perf_counter() - dispatched
         return outputs
 
     def predict(self, frames: Iterable[np.ndarray], num_frames: int,
