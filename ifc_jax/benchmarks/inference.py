@@ -28,7 +28,8 @@ precisions in one call (default: config.model.dtype); `--attention` picks the at
 The model has random weights (speed does not depend on them, except that tracking and RLE
 cost grow with the instances kept: a random class head keeps about K/(K+1) of the queries of
 every window, far more than a trained model does; `--kept-queries N` raises its no-object
-bias so that about N are kept, as a trained model would), or with `--weights` a trained
+bias so that about N of the first window's are kept, calibrated for each setting's own
+window length; the JSON's `first_window_kept` says how many), or with `--weights` a trained
 model's (a workdir or checkpoint, its config from the workdir's config.json unless --config
 is given): a trained model keeps few queries and its masks are object-like, so the host's
 share is what evaluating that model costs, not a random model's noisy masks'. The
