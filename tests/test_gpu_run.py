@@ -68,7 +68,7 @@ def test_a_step_writes_its_json_and_the_summary(tmp_path):
 def test_an_unknown_step_is_one_error_line(tmp_path, capsys):
     gpu_run = load_gpu_run()
     with pytest.raises(SystemExit) as stop:
-        gpu_run.main(["--out", str(tmp_path / "out"), "--only", "inference", "tests"])
+        gpu_run.main(["--out", str(tmp_path / "out"), "--only", "inference", "tests_kernels"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "error: --only: unknown step(s) inference; the steps: inference_bfloat16," in err
