@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         limit = int(min(limit, left))
         print(f"== {name} (at most {limit} s)", flush=True)
         started = time.monotonic()
-        suffix = "txt" if name.startswith("tests") else "json"
+        suffix = "txt" if name in GPU_TESTS else "json"
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=limit,
                                   env=env, cwd=REPO, check=False)
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"{name}.log").write_text(stderr)
         seconds = time.monotonic() - started
         lines = [f"{name}: exit {status}, {seconds:.0f} s"]
-        if name.startswith("tests"):
+        if name in GPU_TESTS:
             lines += [f"{name}: {line}" for line in stdout.strip().splitlines()[-3:]]
         elif status == "0":
             lines += summarize(name, stdout)
