@@ -94,12 +94,16 @@ def _open(path):
 def test_evaluate_uses_the_recorded_config_and_overrides_apply_to_it(demo_like, monkeypatch,
                                                                       capsys):
     monkeypatch.chdir(demo_like)
+    # Everything but the overrides comes from workdirs/demo/config.json: the toy dataset
+    # with 3 val videos instead of the recorded 38, generated on first use.
     code = cli.main(["evaluate", "--workdir", "workdirs/demo", "--json",
                      "--config.inference.window_frames", "3",
+                     "--config.data.root", "data/toy_few", "--config.data.toy.num_val", "3",
                      "--output", "workdirs/demo/eval3"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["videos"] == 38 and "metrics" in summary
+    assert summary["videos"] == 3 and "metrics" in summary
+    assert summary["run"]["window_frames"] == 3
     assert os.path.isfile("workdirs/demo/eval3/results.json")
 
 

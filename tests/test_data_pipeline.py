@@ -64,6 +64,17 @@ def test_batches_have_static_shapes_and_documented_dtypes(train_split):
         assert not batch["present"][~batch["instance_valid"]].any()
 
 
+def test_the_stream_is_not_autotuned_and_minus_one_is_one_call_per_core(train_split,
+                                                                          monkeypatch):
+    """tf.data's autotuning thread made destroying the iterator (the end of every run, a
+    preempted job's exit) wait out its sleep, up to a minute: the stream has fixed sizes."""
+    monkeypatch.setattr(pipeline, "available_cores", lambda: 3)
+    assert pipeline.parallel_calls(-1) == 3 and pipeline.parallel_calls(5) == 5
+    stream = pipeline.make_train_dataset(train_split, SETTINGS, batch_size=2, seed=0,
+                                         process_index=0, process_count=1)
+    assert stream.options().autotune.enabled is False
+
+
 def test_frame_indices_obey_the_sampling_rules(train_split):
     lengths = {v.video_id: v.length for v in train_split.videos}
     for batch in take(train_split, 12):

@@ -16,7 +16,7 @@ PACKAGE = os.path.join(REPO, "ifc_jax")
 
 # First name under ifc_jax -> level. Siblings (same level) must not import each other.
 LEVELS = {
-    "storage": 0,  # local and cloud files
+    "storage": 0, "host": 0,  # local and cloud files; the machine's CPU cores
     "io": 1,
     "config": 2,
     "models": 3, "checkpoints": 3,

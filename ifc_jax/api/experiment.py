@@ -168,7 +168,7 @@ def _remove_previous_predict_outputs(output: str) -> list[str]:
 def overlay_threads(setting: int) -> int:
     """Threads drawing predict's pictures for `inference.overlay_threads` (0: one per core
     this process may use, at most 8)."""
-    from ifc_jax.inference.predictor import available_cores
+    from ifc_jax.host import available_cores
 
     return setting or min(8, available_cores())
 

@@ -45,6 +45,7 @@ import numpy as np
 from ifc_jax.data import clips, sources
 from ifc_jax.data.schedule import TrainSchedule
 from ifc_jax.data.ytvis import YtvisDataset
+from ifc_jax.host import available_cores
 from ifc_jax.io import UserError
 
 _ERROR_TAG = "IFC_DATA_ERROR"
@@ -167,8 +168,8 @@ def make_train_dataset(dataset: YtvisDataset, settings: clips.ClipSettings, *,
       seed: with the epoch, fixes the video order and every clip's random choices.
       start_batch: skip this many batches (resume); batch k is the same whatever start_batch.
       process_index, process_count: default to jax.process_index() / jax.process_count().
-      num_parallel_calls: clips built concurrently (-1 = tf.data AUTOTUNE).
-      prefetch_batches: batches prepared ahead of the consumer.
+      num_parallel_calls: clips built concurrently (-1 = one per CPU core, `parallel_calls`).
+      prefetch_batches: batches prepared ahead of the consumer (>= 0).
     """
     tf = import_tensorflow()
     if not dataset.has_annotations:
@@ -191,10 +192,17 @@ def make_train_dataset(dataset: YtvisDataset, settings: clips.ClipSettings, *,
         return _numpy_function_dict(tf, load_clip, clip_number, TRAIN_FIELDS, shapes)
 
     stream = tf.data.Dataset.counter(start=start_batch * batch_size)
-    stream = stream.map(to_dict, num_parallel_calls=_autotune(tf, num_parallel_calls),
+    stream = stream.map(to_dict, num_parallel_calls=parallel_calls(num_parallel_calls),
                         deterministic=True)
     stream = stream.batch(batch_size, drop_remainder=True)
-    return stream.prefetch(_autotune(tf, prefetch_batches))
+    stream = stream.prefetch(prefetch_batches)
+    # No autotuning: its optimisation thread sleeps for a period that doubles up to a minute,
+    # and destroying the iterator waits for that sleep to end, so the end of a run (and a
+    # preempted job's exit) stalled for up to that long. Fixed sizes lost no clips/s on
+    # `benchmark --what data`: the clips are numpy/PIL code, mostly under the GIL.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return stream.with_options(options)
 
 
 def _numpy_function_dict(tf, function, argument, fields, shapes: dict[str, Any]) -> dict:
@@ -209,8 +217,10 @@ def _numpy_function_dict(tf, function, argument, fields, shapes: dict[str, Any])
     return element
 
 
-def _autotune(tf, value: int) -> int:
-    return tf.data.AUTOTUNE if value < 0 else value
+def parallel_calls(setting: int) -> int:
+    """Clips built concurrently for `config.data.num_parallel_calls`: -1 = one per CPU core this
+    process may use."""
+    return available_cores() if setting < 0 else setting
 
 
 def train_batches(config: Any, *, start_batch: int = 0, process_index: int | None = None,

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import os
 import threading
 import time
 from collections import deque
@@ -49,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifc_jax.data.masks import empty_rle
+from ifc_jax.host import available_cores
 from ifc_jax.inference import device_rle
 from ifc_jax.inference.rle_upsample import RleUpsampler
 from ifc_jax.inference.tracking import ClipTracker, stride8_valid_size
@@ -94,13 +94,6 @@ def mask_encoder(valid_size: tuple[int, int], output_size: tuple[int, int], mask
                             dense_encoder=device_rle.DeviceRleEncoder(valid_size, output_size,
                                                                       device))
     return RleUpsampler(valid_size, output_size)
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def rle_threads(host_threads: int, platform: str, cores: int) -> int:
