@@ -87,7 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.pad_height = 480
     config.data.pad_width = 864
     config.data.check_frame_files = True  # stat every frame file when the split is loaded
-    config.data.num_parallel_calls = -1  # clips built concurrently; -1 = one per CPU core
+    config.data.num_parallel_calls = -1  # clips built concurrently; -1 = one per core, <= 16
     config.data.prefetch_batches = 2  # batches prepared ahead of the train step
     # dataset == "tfds" only: the TFDS build, its data_dir ("" = TFDS default) and the step
     # between annotated frames in it (0: every frame, the *_only_frames_with_labels builds;

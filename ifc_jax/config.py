@@ -337,7 +337,7 @@ RULES: tuple[Rule, ...] = (
     ("data.pad_height", _pad_size, f"must be a positive multiple of {PAD_MULTIPLE}"),
     ("data.pad_width", _pad_size, f"must be a positive multiple of {PAD_MULTIPLE}"),
     ("data.num_parallel_calls", lambda v, c: _is_int(v) and (v == -1 or v >= 1),
-     "must be -1 (one per CPU core) or >= 1"),
+     "must be -1 (one per CPU core, up to 16) or >= 1"),
     ("data.prefetch_batches", _at_least(0), "must be an integer >= 0"),
     ("data.tfds_frame_stride", _at_least(0), "must be an integer >= 0"),
     ("data.toy.num_train", _at_least(1), "must be an integer >= 1"),

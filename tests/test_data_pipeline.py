@@ -70,6 +70,8 @@ def test_the_stream_is_not_autotuned_and_minus_one_is_one_call_per_core(train_sp
     preempted job's exit) wait out its sleep, up to a minute: the stream has fixed sizes."""
     monkeypatch.setattr(pipeline, "available_cores", lambda: 3)
     assert pipeline.parallel_calls(-1) == 3 and pipeline.parallel_calls(5) == 5
+    monkeypatch.setattr(pipeline, "available_cores", lambda: 96)
+    assert pipeline.parallel_calls(-1) == 16 and pipeline.parallel_calls(32) == 32
     stream = pipeline.make_train_dataset(train_split, SETTINGS, batch_size=2, seed=0,
                                          process_index=0, process_count=1)
     assert stream.options().autotune.enabled is False

@@ -168,7 +168,8 @@ def make_train_dataset(dataset: YtvisDataset, settings: clips.ClipSettings, *,
       seed: with the epoch, fixes the video order and every clip's random choices.
       start_batch: skip this many batches (resume); batch k is the same whatever start_batch.
       process_index, process_count: default to jax.process_index() / jax.process_count().
-      num_parallel_calls: clips built concurrently (-1 = one per CPU core, `parallel_calls`).
+      num_parallel_calls: clips built concurrently (-1 = one per CPU core up to 16,
+        `parallel_calls`).
       prefetch_batches: batches prepared ahead of the consumer (>= 0).
     """
     tf = import_tensorflow()
@@ -217,10 +218,15 @@ def _numpy_function_dict(tf, function, argument, fields, shapes: dict[str, Any])
     return element
 
 
+# The default's bound on many-core hosts (tf.data's own starting parallelism): every call holds
+# a clip in memory, and the Python/numpy parts of a clip share one GIL.
+MAX_DEFAULT_CALLS = 16
+
+
 def parallel_calls(setting: int) -> int:
     """Clips built concurrently for `config.data.num_parallel_calls`: -1 = one per CPU core this
-    process may use."""
-    return available_cores() if setting < 0 else setting
+    process may use, at most MAX_DEFAULT_CALLS."""
+    return min(available_cores(), MAX_DEFAULT_CALLS) if setting < 0 else setting
 
 
 def train_batches(config: Any, *, start_batch: int = 0, process_index: int | None = None,
