@@ -200,7 +200,7 @@ def make_train_dataset(dataset: YtvisDataset, settings: clips.ClipSettings, *,
     # No autotuning: its optimisation thread sleeps for a period that doubles up to a minute,
     # and destroying the iterator waits for that sleep to end, so the end of a run (and a
     # preempted job's exit) stalled for up to that long. Fixed sizes lost no clips/s on
-    # `benchmark --what data`: the clips are numpy/PIL code, mostly under the GIL.
+    # `benchmark --what data`.
     options = tf.data.Options()
     options.autotune.enabled = False
     return stream.with_options(options)
