@@ -66,8 +66,9 @@ def test_batches_have_static_shapes_and_documented_dtypes(train_split):
 
 def test_the_stream_is_not_autotuned_and_minus_one_is_one_call_per_core(train_split,
                                                                           monkeypatch):
-    """tf.data's autotuning thread made destroying the iterator (the end of every run, a
-    preempted job's exit) wait out its sleep, up to a minute: the stream has fixed sizes."""
+    """With tf.data's autotuning, destroying the iterator (the end of every run, a preempted
+    job's exit) waited for its threads, many seconds per process: the stream has fixed
+    sizes."""
     monkeypatch.setattr(pipeline, "available_cores", lambda: 3)
     assert pipeline.parallel_calls(-1) == 3 and pipeline.parallel_calls(5) == 5
     monkeypatch.setattr(pipeline, "available_cores", lambda: 96)

@@ -197,9 +197,9 @@ def make_train_dataset(dataset: YtvisDataset, settings: clips.ClipSettings, *,
                         deterministic=True)
     stream = stream.batch(batch_size, drop_remainder=True)
     stream = stream.prefetch(prefetch_batches)
-    # No autotuning: its optimisation thread sleeps for a period that doubles up to a minute,
-    # and destroying the iterator waits for that sleep to end, so the end of a run (and a
-    # preempted job's exit) stalled for up to that long. Fixed sizes lost no clips/s on
+    # No autotuning: with it, destroying the iterator (the end of every run, a preempted job's
+    # exit) waited on one of tf.data's threads, for many seconds per process of a
+    # multi-process job; without it, at once. Fixed sizes lost no clips/s on
     # `benchmark --what data`.
     options = tf.data.Options()
     options.autotune.enabled = False
