@@ -50,6 +50,7 @@ import numpy as np
 from ifc_jax.data.masks import empty_rle
 from ifc_jax.host import available_cores
 from ifc_jax.inference import device_rle
+from ifc_jax.inference.packed_variables import PackedVariables, unpacked
 from ifc_jax.inference.rle_upsample import RleUpsampler
 from ifc_jax.inference.tracking import ClipTracker, stride8_valid_size
 from ifc_jax.models.ifc import IFC
@@ -404,17 +405,29 @@ class VideoPredictor:
         #             lengths (B,), valid_size=(h8, w8)) -> kept instances of B windows;
         # run_window(variables, features of T frames, frame_valid (T,)) ->
         #   (class probs (N, K+1), mask logits (N, T, H/8, W/8)): one window, uncropped.
+        # `variables` may be a tree or `PackedVariables` (what the predictor itself passes).
         self.encode_frames = jax.jit(
-            lambda v, f, p: model.apply(v, f, p, method=IFC.frame_features))
+            lambda v, f, p: model.apply(unpacked(v), f, p, method=IFC.frame_features))
         self.run_windows = jax.jit(self._run_windows, static_argnames=("valid_size",))
 
         def run_window(v, features, frame_valid):
-            outputs = model.apply(v, jax.tree.map(lambda x: x[None], features),
+            outputs = model.apply(unpacked(v), jax.tree.map(lambda x: x[None], features),
                                   frame_valid=frame_valid[None], method=IFC.clip_outputs)
             probs = jax.nn.softmax(outputs["pred_logits"][-1, 0], axis=-1)
             return probs, outputs["pred_masks"][-1, 0]
 
         self.run_window = jax.jit(run_window)
+
+    @property
+    def variables(self) -> Any:
+        """The model's variables tree (unpacked anew on each read; None if unset)."""
+        return None if self._packed is None else self._packed.unpack()
+
+    @variables.setter
+    def variables(self, variables: Any) -> None:
+        # Kept packed (`PackedVariables`): each call of the jitted programs then hands a few
+        # buffers to the device instead of every leaf. None frees them.
+        self._packed = None if variables is None else PackedVariables.pack(variables)
 
     @classmethod
     def from_config(cls, model: IFC, variables: Any, inference_config: Any,
@@ -431,7 +444,7 @@ class VideoPredictor:
         """A predictor running on `device`: the variables copied there, the compiled
         functions and the RLE thread pool shared with this one."""
         other = copy.copy(self)
-        other.variables = jax.device_put(self.variables, device)
+        other._packed = jax.device_put(self._packed, device)
         other.device = device
         return other
 
@@ -455,7 +468,7 @@ class VideoPredictor:
         # video's last chunk holds blank filler frames there, a packed chunk
         # (`packing.PackedVideos`) the next video's frames.
         windows["mask"] = windows["mask"] | ~frame_valid[:, :, None, None]
-        outputs = self.model.apply(variables, windows, frame_valid=frame_valid,
+        outputs = self.model.apply(unpacked(variables), windows, frame_valid=frame_valid,
                                    method=IFC.clip_outputs)
         probs = jax.nn.softmax(outputs["pred_logits"][-1], axis=-1)  # (B, N, K+1)
         logits = outputs["pred_masks"][-1][..., :valid_size[0], :valid_size[1]]
@@ -520,7 +533,7 @@ class VideoPredictor:
         the dispatch time is added to seconds["dispatch_chunks"]. Returns the chunk's
         features."""
         begin = time.perf_counter()
-        features = self.encode_frames(self.variables,
+        features = self.encode_frames(self._packed,
                                       *pad_chunk(frames, self.chunk_frames, frame_size))
         seconds["dispatch_chunks"] += time.perf_counter() - begin
         return features
@@ -532,7 +545,7 @@ class VideoPredictor:
         the host; the times go to seconds["dispatch_windows"] and seconds["copy_start"].
         Returns the outputs."""
         begin = time.perf_counter()
-        outputs = self.run_windows(self.variables, first, second, offsets, lengths,
+        outputs = self.run_windows(self._packed, first, second, offsets, lengths,
                                    valid_size=valid_size)
         dispatched = time.perf_counter()
         seconds["dispatch_windows"] += dispatched - begin
@@ -625,7 +638,7 @@ class VideoPredictor:
         """The `encode_frames` calls `predict` makes for a video in memory (F, h, w, 3),
         dispatched without waiting: the features of each chunk."""
         chunk = self.chunk_frames
-        return [self.encode_frames(self.variables, *pad_chunk(frames[first:first + chunk],
+        return [self.encode_frames(self._packed, *pad_chunk(frames[first:first + chunk],
                                                               chunk))
                 for first in range(0, len(frames), chunk)]
 
@@ -637,7 +650,7 @@ class VideoPredictor:
         outputs = []
         for call in self.plan(num_frames):
             second = features[min(call.chunk + 1, len(features) - 1)]
-            outputs.append(self.run_windows(self.variables, features[call.chunk], second,
+            outputs.append(self.run_windows(self._packed, features[call.chunk], second,
                                             *self._call_inputs(call, num_frames),
                                             valid_size=valid_size))
         return outputs
