@@ -198,23 +198,29 @@ class DeviceRleEncoder:
         if logits.ndim != 3 or logits.shape[1:] != self.grid_size:
             raise ValueError(f"expected (n, {self.grid_size[0]}, {self.grid_size[1]}) logits, "
                              f"got {logits.shape}")
-        rles = []
+        # Every batch's device call first, then the host's part of each in turn: the device
+        # finds the next batch's run boundaries while the host compresses this one's.
+        calls = []
         first = 0
         for batch in batch_sizes(len(logits)):
-            rles += self._encode(logits[first:first + batch], batch)
+            part = logits[first:first + batch]
+            calls.append((len(part), self._dispatch(part, batch)))
             first += batch
-        return rles
+        return [rle for count, call in calls for rle in self._finish(count, *call)]
 
-    def _encode(self, logits: np.ndarray, batch: int) -> list[dict]:
-        """RLEs of n <= batch masks, run as one call of `batch` (the rest all-off padding)."""
-        count = len(logits)
+    def _dispatch(self, logits: np.ndarray, batch: int) -> tuple[jax.Array, jax.Array]:
+        """Dispatches `toggles` on n <= batch masks, run as one call of `batch` (the rest
+        all-off padding): (positions, counts), not awaited."""
         padded = np.zeros((batch, *self.grid_size), np.float32)  # extra masks: all off
-        padded[:count] = logits  # the one float32 copy of the caller's logits
-        height, width = self.output_size
+        padded[:len(logits)] = logits  # the one float32 copy of the caller's logits
         # With no device of its own the array goes to the program as it is: jit's own
         # placement on the default device costs less than a device_put.
-        found, toggle_counts = self._toggles(padded if self.device is None
-                                             else jax.device_put(padded, self.device))
+        return self._toggles(padded if self.device is None
+                             else jax.device_put(padded, self.device))
+
+    def _finish(self, count: int, found: jax.Array, toggle_counts: jax.Array) -> list[dict]:
+        """The RLEs of the first `count` masks of a `_dispatch`ed call."""
+        height, width = self.output_size
         toggle_counts = np.asarray(toggle_counts)[:count]
         if self.compact_on_host:
             counts = host_run_lengths(np.asarray(found)[:count], toggle_counts, height * width)
