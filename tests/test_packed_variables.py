@@ -62,3 +62,11 @@ def test_shapes_alone_pack_and_trace_without_arrays():
         lambda x: (x.shape, x.dtype), shapes)
     out = jax.eval_shape(lambda v: unpacked(v)["params"]["c"].sum(0), packed)
     assert out.shape == (4, 1) and out.dtype == jnp.float32
+
+
+def test_numpy_and_python_leaves_pack_as_jit_would_take_them():
+    tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "scale": 0.5, "steps": 3}
+    got = PackedVariables.pack(tree).unpack()
+    assert got["w"].dtype == jnp.float32 and got["w"].shape == (2, 3)
+    np.testing.assert_array_equal(np.asarray(got["w"]), tree["w"])
+    assert float(got["scale"]) == 0.5 and int(got["steps"]) == 3

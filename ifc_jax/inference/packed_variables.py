@@ -48,6 +48,8 @@ class PackedVariables:
         or of `jax.ShapeDtypeStruct`s (then the buffers are too: FLOP counting traces the
         programs without allocating the variables)."""
         leaves, treedef = jax.tree_util.tree_flatten(variables)
+        leaves = [leaf if isinstance(leaf, jax.ShapeDtypeStruct | jax.Array) else
+                  jnp.asarray(leaf) for leaf in leaves]  # numpy arrays, Python numbers
         groups: dict[str, list[Any]] = {}
         sizes: dict[str, int] = {}
         placed = []
