@@ -108,6 +108,31 @@ def test_windows_see_the_same_features_as_a_direct_forward(model_and_variables, 
     assert all(len(segs) == 6 for segs in result.segmentations)
 
 
+def test_new_variables_of_the_same_shapes_reuse_the_compiled_programs(model_and_variables):
+    """The predictor keeps its variables packed; assigning new ones (as evaluation during
+    training does) must reuse the programs and give the new variables' outputs."""
+    model, variables = model_and_variables
+    frames = _video(3, seed=2)
+    predictor = VideoPredictor(model, variables, window_frames=3, window_stride=3,
+                               match_threshold=0.05)
+    jax.tree.map(np.testing.assert_array_equal, predictor.variables, variables)
+    before = predictor.predict(iter(frames), 3, (40, 56), (40, 56))
+    scaled = jax.tree.map(lambda x: x * 1.5 if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                          variables)
+    predictor.variables = scaled
+    after = predictor.predict(iter(frames), 3, (40, 56), (40, 56))
+    assert predictor.encode_frames._cache_size() == 1
+    assert predictor.run_windows._cache_size() == 1
+    fresh = VideoPredictor(model, scaled, window_frames=3, window_stride=3,
+                           match_threshold=0.05).predict(iter(frames), 3, (40, 56), (40, 56))
+    assert len(after.class_probs) == len(fresh.class_probs)
+    for a, b in zip(after.class_probs, fresh.class_probs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert after.segmentations == fresh.segmentations
+    assert not (len(before.class_probs) == len(after.class_probs) and all(
+        np.array_equal(a, b) for a, b in zip(before.class_probs, after.class_probs, strict=True)))
+
+
 def test_submitted_videos_complete_in_any_order_with_the_results_of_predict(
         model_and_variables, monkeypatch):
     """`submit` returns with device calls still in flight (their windows are tracked in

@@ -122,8 +122,9 @@ def first_window_margins(predictor: Any, frames: np.ndarray) -> np.ndarray:
 
     window = predictor.window_frames
     count = min(window, len(frames))
-    features = predictor.encode_frames(predictor.variables, *pad_chunk(frames[:count], window))
-    probs, _ = predictor.run_window(predictor.variables, features, np.arange(window) < count)
+    variables = predictor.packed_variables  # the timed runs' form: one compiled program
+    features = predictor.encode_frames(variables, *pad_chunk(frames[:count], window))
+    probs, _ = predictor.run_window(variables, features, np.arange(window) < count)
     log_probs = np.log(np.maximum(np.asarray(probs, np.float64), 1e-30))
     return np.sort(log_probs[:, :-1].max(axis=1) - log_probs[:, -1])[::-1]
 

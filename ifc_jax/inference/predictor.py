@@ -429,6 +429,12 @@ class VideoPredictor:
         # buffers to the device instead of every leaf. None frees them.
         self._packed = None if variables is None else PackedVariables.pack(variables)
 
+    @property
+    def packed_variables(self) -> PackedVariables | None:
+        """The variables as the predictor passes them to its jitted programs: calling those
+        with this (not the tree) reuses their compiled programs."""
+        return self._packed
+
     @classmethod
     def from_config(cls, model: IFC, variables: Any, inference_config: Any,
                     **overrides: Any) -> VideoPredictor:
