@@ -1,12 +1,11 @@
 """Model variables as one flat buffer per dtype, for the predictor's jitted programs.
 
-A jitted call flattens its arguments and checks every leaf (its type, device, layout) before
-the program starts, on the calling thread. IFC's variables have hundreds of leaves (296 for
-the tiny model), so each `encode_frames` or `run_windows` call spent most of its dispatch on
-them: measured on a 2-core CPU, 0.9 ms per frame-feature call with the variables as a tree,
-0.2 ms with them packed, the rest being the frames' own copy. The predictor makes one such
-call per chunk and per window batch, on the same thread that tracks windows, so the dispatch
-is host time taken from the tracker and, on a GPU, time the device may wait.
+A jitted call flattens its arguments and checks every leaf (its type, device, layout) on the
+calling thread before the program starts. IFC's variables have hundreds of leaves, so with
+the variables as a tree most of each `encode_frames` or `run_windows` call's dispatch went to
+them (measured in docs/inference.md#frame-features). The predictor makes one such call per
+chunk and per window batch, on the thread that also tracks windows: dispatch time is host
+time taken from the tracker and, on a GPU, time the device may wait.
 
 `PackedVariables` is a pytree whose leaves are the buffers (one per dtype, leaves in tree
 order) and whose static part is the layout (tree structure, each leaf's shape, dtype and
