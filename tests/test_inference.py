@@ -12,6 +12,7 @@ import pytest
 
 from ifc_jax.config import load_config
 from ifc_jax.inference import predictor as predictor_module
+from ifc_jax.inference import tracking as tracking_module
 from ifc_jax.inference.packing import PackedVideos
 from ifc_jax.inference.predictor import VideoPredictor, window_bounds
 from ifc_jax.models.ifc import IFC
@@ -83,9 +84,12 @@ def test_windows_see_the_same_features_as_a_direct_forward(model_and_variables, 
     seen = []
     original = predictor_module.ClipTracker.add_window
 
-    def recording(self, start, probs, logits):
+    def recording(self, start, probs, logits, mask_probs=None):
         seen.append((start, probs, logits))
-        return original(self, start, probs, logits)
+        # The device's sigmoids, as the tracker computes them (float32, within rounding).
+        np.testing.assert_allclose(mask_probs, tracking_module.sigmoid(logits.copy()),
+                                   rtol=1e-6, atol=1e-7)
+        return original(self, start, probs, logits, mask_probs)
 
     monkeypatch.setattr(predictor_module.ClipTracker, "add_window", recording)
     encode_calls = []

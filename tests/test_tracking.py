@@ -408,6 +408,33 @@ def test_padding_cells_are_cropped_before_matching():
     assert outcomes == [1, 2]
 
 
+def test_given_mask_probabilities_are_cropped_and_used_for_matching():
+    """The predictor hands the device's sigmoids along; the tracker crops them as the logits
+    and matches on them (here they disagree with the logits on purpose)."""
+    def window_logits(y, x):
+        logits = np.full((1, 3, 6, 8), -20.0, np.float32)
+        logits[0, :, y:y + 2, x:x + 2] = 20.0
+        logits[0, :, 4:, :] = logits[0, :, :, 6:] = 50.0
+        return logits
+
+    probs = np.array([[0.9, 0.1]])
+    first, second = window_logits(0, 0), window_logits(2, 4)
+
+    def tracks_with(probs_of):
+        tracker = ClipTracker(4, 0.05, valid_size=(4, 6))
+        tracker.add_window(0, probs, first, probs_of(first))
+        tracker.add_window(1, probs, second, probs_of(second))
+        return tracker.finish()
+
+    # Their sigmoids (padding cells included, cropped by the tracker): two objects.
+    assert len(tracks_with(lambda logits: sigmoid(logits.copy()))) == 2
+    # Probabilities saying the two windows show one object: one track, whatever the logits.
+    assert len(tracks_with(lambda logits: np.full(logits.shape, 0.9, np.float32))) == 1
+    tracker = ClipTracker(4, 0.05)
+    with pytest.raises(ValueError, match="differ in shape"):
+        tracker.add_window(0, probs, first, np.zeros((1, 2, 6, 8), np.float32))
+
+
 def test_windows_must_come_in_order():
     tracker = ClipTracker(10, 0.05)
     tracker.add_window(3, np.zeros((0, 5)), np.zeros((0, 5, 2, 2)))

@@ -163,8 +163,9 @@ class PackedVideos:
     def _complete(self, video: _Video) -> tuple[list[Any], Any, int]:
         if video.outputs is None:
             self.flush()
-        (probs, logits), = kept_instances(video.outputs, 1, video.seconds)
+        (probs, logits, mask_probs), = kept_instances(video.outputs, 1, video.seconds)
         video.outputs = None
-        video.tracking.add_window(0, probs, logits[:, :video.length])
+        video.tracking.add_window(0, probs, logits[:, :video.length],
+                                  None if mask_probs is None else mask_probs[:, :video.length])
         video.tracking.flush()
         return video.tracking.complete(1)

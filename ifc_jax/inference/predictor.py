@@ -64,6 +64,8 @@ from ifc_jax.models.ifc import IFC
 # GPU: as long as the device's own time) serialises host and device work.
 STAGES = ("input", "dispatch_chunks", "dispatch_windows", "copy_start", "device_wait",
           "tracking", "masks_rle", "rle_wait")
+# The outputs of `run_windows` every call copies to the host.
+OUTPUTS_COPIED = ("count", "probs", "logits", "mask_probs")
 # Kept queries copied to the host per window; a window keeping more (rare for a trained
 # model: a handful of objects) fetches all its queries' outputs instead.
 KEPT_SLOTS = 32
@@ -177,21 +179,23 @@ def checked_frames(frames: Iterable[np.ndarray], height: int, width: int,
 
 
 def kept_instances(outputs: dict[str, jax.Array], windows: int, seconds: dict[str, float]
-                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """The kept instances of the first `windows` windows of a `run_windows` call: (probs
-    (n, K+1), logits (n, T, h8, w8)) each, copied to the host (a window keeping more queries
-    than the call's slots fetches its full outputs). The waits count as device_wait."""
+    (n, K+1), logits (n, T, h8, w8), their sigmoids or None) each, copied to the host (a window
+    keeping more queries than the call's slots fetches its full outputs and leaves the
+    sigmoids to the tracker). The waits count as device_wait."""
     begin = time.perf_counter()
-    count, probs, logits = (np.asarray(outputs[name]) for name in ("count", "probs", "logits"))
+    count, probs, logits, mask_probs = (np.asarray(outputs[name]) for name in OUTPUTS_COPIED)
     instances = []
     for index in range(windows):
         kept = int(count[index])
         if kept <= probs.shape[1]:
-            instances.append((probs[index, :kept], logits[index, :kept]))
+            instances.append((probs[index, :kept], logits[index, :kept],
+                              mask_probs[index, :kept]))
         else:  # more kept queries than slots: fetch the window's full outputs
             chosen = np.asarray(outputs["kept"][index])
             instances.append((np.asarray(outputs["all_probs"][index])[chosen],
-                              np.asarray(outputs["all_logits"][index])[chosen]))
+                              np.asarray(outputs["all_logits"][index])[chosen], None))
     seconds["device_wait"] += time.perf_counter() - begin
     return instances
 
@@ -339,11 +343,12 @@ class VideoTracking:
         self._keys.append((track_id, frame_index))
         self._logits.append(logits)
 
-    def add_window(self, start: int, class_probs: np.ndarray, mask_logits: np.ndarray
-                   ) -> None:
-        """A window's kept instances: (n, K+1) probs, (n, T', h8, w8) logits."""
+    def add_window(self, start: int, class_probs: np.ndarray, mask_logits: np.ndarray,
+                   mask_probs: np.ndarray | None = None) -> None:
+        """A window's kept instances: (n, K+1) probs, (n, T', h8, w8) logits and, if the
+        device computed them, their sigmoids."""
         begin = time.perf_counter()
-        self._tracker.add_window(start, class_probs, mask_logits)
+        self._tracker.add_window(start, class_probs, mask_logits, mask_probs)
         self._seconds["tracking"] += time.perf_counter() - begin
 
     def flush(self) -> None:
@@ -460,10 +465,11 @@ class VideoPredictor:
         """B windows cut from two consecutive chunks' features (C frames each): window b is
         frames offsets[b] .. offsets[b] + T of the two, its first lengths[b] frames real.
 
-        Returns count (B,) kept queries; probs (B, S, K+1) and logits (B, S, T, h8, w8) of
-        the first S = min(N, KEPT_SLOTS) queries with the kept ones first (in query order);
-        kept (B, N), all_probs (B, N, K+1), all_logits (B, N, T, h8, w8) for windows keeping
-        more than S (fetched only then). Logits are cropped to the frame's stride-8 cells.
+        Returns count (B,) kept queries; probs (B, S, K+1), logits (B, S, T, h8, w8) and
+        mask_probs (their float32 sigmoids) of the first S = min(N, KEPT_SLOTS) queries with
+        the kept ones first (in query order); kept (B, N), all_probs (B, N, K+1), all_logits
+        (B, N, T, h8, w8) for windows keeping more than S (fetched only then). Logits are
+        cropped to the frame's stride-8 cells.
         """
         slab = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second)
         windows = jax.vmap(lambda offset: jax.tree.map(
@@ -481,10 +487,14 @@ class VideoPredictor:
         kept = jnp.argmax(probs, axis=-1) != probs.shape[-1] - 1
         slots = min(KEPT_SLOTS, probs.shape[1])
         order = jnp.argsort(~kept, axis=-1, stable=True)[:, :slots]  # kept first, in order
+        kept_logits = jnp.take_along_axis(logits, order[..., None, None, None], axis=1)
         return {
             "count": kept.sum(-1),
             "probs": jnp.take_along_axis(probs, order[..., None], axis=1),
-            "logits": jnp.take_along_axis(logits, order[..., None, None, None], axis=1),
+            "logits": kept_logits,
+            # The tracker's mask probabilities (its soft IoU), elementwise work the host
+            # would otherwise do for every kept instance of every window.
+            "mask_probs": jax.nn.sigmoid(kept_logits.astype(jnp.float32)),
             "kept": kept, "all_probs": probs, "all_logits": logits,
         }
 
@@ -555,7 +565,7 @@ class VideoPredictor:
                                    valid_size=valid_size)
         dispatched = time.perf_counter()
         seconds["dispatch_windows"] += dispatched - begin
-        for name in ("count", "probs", "logits"):
+        for name in OUTPUTS_COPIED:
             outputs[name].copy_to_host_async()
         seconds["copy_start"] += time.perf_counter() - dispatched
         return outputs
@@ -607,11 +617,12 @@ class VideoPredictor:
 
         def finish_call() -> None:
             call, outputs = in_flight.popleft()
-            for index, (probs, logits) in enumerate(kept_instances(outputs, len(call.starts),
-                                                                   seconds)):
+            for index, (probs, logits, mask_probs) in enumerate(
+                    kept_instances(outputs, len(call.starts), seconds)):
                 start = call.starts[index]
                 length = min(self.window_frames, num_frames - start)
-                tracking.add_window(start, probs, logits[:, :length])
+                tracking.add_window(start, probs, logits[:, :length],
+                                    None if mask_probs is None else mask_probs[:, :length])
             tracking.flush()
 
         last_chunk = (num_frames - 1) // self.chunk_frames

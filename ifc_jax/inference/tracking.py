@@ -243,17 +243,27 @@ class ClipTracker:
         self._last_start = -1
         self._finished = False
 
-    def add_window(self, start: int, class_probs: np.ndarray, mask_logits: np.ndarray) -> None:
+    def add_window(self, start: int, class_probs: np.ndarray, mask_logits: np.ndarray,
+                   mask_probs: np.ndarray | None = None) -> None:
         """Merges one window: its kept instances' (n, K+1) probs and (n, T', h8, w8) logits.
 
+        mask_probs: `sigmoid(mask_logits)` (float32, same shape) when already computed (the
+        predictor's device program returns them); None: computed here.
         Windows must come in non-decreasing `start` order.
         """
         if self._finished:
             raise RuntimeError("add_window after finish()")
         class_probs = np.asarray(class_probs, np.float64)
         mask_logits = np.asarray(mask_logits, np.float32)
+        if mask_probs is not None:
+            mask_probs = np.asarray(mask_probs, np.float32)
+            if mask_probs.shape != mask_logits.shape:
+                raise ValueError(f"mask probs {mask_probs.shape} and logits "
+                                 f"{mask_logits.shape} differ in shape")
         if self.valid_size is not None and mask_logits.ndim == 4:
             mask_logits = mask_logits[:, :, :self.valid_size[0], :self.valid_size[1]]
+            if mask_probs is not None:
+                mask_probs = mask_probs[:, :, :self.valid_size[0], :self.valid_size[1]]
         if mask_logits.ndim != 4 or class_probs.ndim != 2 or \
                 len(class_probs) != len(mask_logits):
             raise ValueError(f"expected (n, K+1) probs and (n, T', h8, w8) logits, got "
@@ -264,7 +274,7 @@ class ClipTracker:
                              f"{self.num_frames}-frame video (previous start {self._last_start})")
         self._finalize_before(start)
         self._last_start = start
-        probs = sigmoid(mask_logits)  # float32 (n, T', h8, w8)
+        probs = sigmoid(mask_logits) if mask_probs is None else mask_probs  # float32
         sums = frame_sums(probs)
         matches = self._match(start, probs, sums)
 
