@@ -385,22 +385,25 @@ def test_long_video_keeps_bounded_state():
     assert len(tracks) == 3 + len(objects[3:])
 
 
+def padded_window_logits(y, x):
+    """One instance's logits (1, 3, 6, 8): a 2 x 2 object at (y, x) in a 4 x 6 frame, the
+    padding cells (rows >= 4, columns >= 6) at +50."""
+    logits = np.full((1, 3, 6, 8), -20.0, np.float32)
+    logits[0, :, y:y + 2, x:x + 2] = 20.0
+    logits[0, :, 4:, :] = logits[0, :, :, 6:] = 50.0
+    return logits
+
+
 def test_padding_cells_are_cropped_before_matching():
     # Grid 6 x 8 of which 4 x 6 cells are the frame. Object A (window 0 only) and object B
     # (window 1 only) never overlap, but the padding cells carry +50 in both: without the crop
     # they would share 20 "certain" cells per frame and merge into one track.
-    def window_logits(y, x):
-        logits = np.full((1, 3, 6, 8), -20.0, np.float32)
-        logits[0, :, y:y + 2, x:x + 2] = 20.0
-        logits[0, :, 4:, :] = logits[0, :, :, 6:] = 50.0
-        return logits
-
     probs = np.array([[0.9, 0.1]])
     outcomes = []
     for valid_size in (None, (4, 6)):
         tracker = ClipTracker(4, 0.05, valid_size=valid_size)
-        tracker.add_window(0, probs, window_logits(0, 0))
-        tracker.add_window(1, probs, window_logits(2, 4))
+        tracker.add_window(0, probs, padded_window_logits(0, 0))
+        tracker.add_window(1, probs, padded_window_logits(2, 4))
         tracks = tracker.finish()
         outcomes.append(len(tracks))
         if valid_size:
@@ -411,14 +414,8 @@ def test_padding_cells_are_cropped_before_matching():
 def test_given_mask_probabilities_are_cropped_and_used_for_matching():
     """The predictor hands the device's sigmoids along; the tracker crops them as the logits
     and matches on them (here they disagree with the logits on purpose)."""
-    def window_logits(y, x):
-        logits = np.full((1, 3, 6, 8), -20.0, np.float32)
-        logits[0, :, y:y + 2, x:x + 2] = 20.0
-        logits[0, :, 4:, :] = logits[0, :, :, 6:] = 50.0
-        return logits
-
     probs = np.array([[0.9, 0.1]])
-    first, second = window_logits(0, 0), window_logits(2, 4)
+    first, second = padded_window_logits(0, 0), padded_window_logits(2, 4)
 
     def tracks_with(probs_of):
         tracker = ClipTracker(4, 0.05, valid_size=(4, 6))
