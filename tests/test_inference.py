@@ -220,6 +220,39 @@ def test_packed_offline_videos_equal_each_video_alone(model_and_variables):
             assert (decoded != expected).sum() <= 3
 
 
+def test_a_videos_host_side_is_freed_without_the_garbage_collector(model_and_variables):
+    """No reference cycle holds a finished video's tracker, tracks or RLEs (near-online and
+    packed offline): the collector would otherwise free each video's objects in passes that
+    cost more the more results a long evaluation holds."""
+    import gc
+
+    model, variables = model_and_variables
+    near = VideoPredictor(model, variables, window_frames=3, window_stride=1,
+                          match_threshold=0.05, windows_per_call=2)
+    offline = VideoPredictor(model, variables, window_frames=5, window_stride=5,
+                             match_threshold=0.05)
+    videos = [_video(6, seed=40), _video(4, seed=41)]
+
+    def run_both():
+        assert near.predict(list(videos[0]), 6, (40, 56), (40, 56)).segmentations
+        stream = PackedVideos(offline)
+        handles = [stream.submit(iter(v), len(v), (40, 56), (40, 56)) for v in videos]
+        assert all(handle.result().segmentations for handle in handles)
+
+    run_both()  # compiles: tracing leaves its own garbage
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        run_both()
+        gc.collect()
+        ours = sorted({type(o).__qualname__ for o in gc.garbage
+                       if type(o).__module__.startswith("ifc_jax")})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert ours == []
+
+
 def test_predictions_with_device_rles_equal_the_host_ones(model_and_variables):
     """A whole video at twice its model size: the same tracks, the same masks up to pixels
     at float32 rounding from 0."""

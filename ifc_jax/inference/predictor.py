@@ -321,6 +321,23 @@ class PendingPrediction:
         return self._prediction
 
 
+class _FinishedFrames:
+    """The (track, frame) keys and mean logits the tracker finished since the last `take`."""
+
+    def __init__(self):
+        self._keys: list[tuple[int, int]] = []
+        self._logits: list[np.ndarray] = []
+
+    def add(self, track_id: int, frame_index: int, logits: np.ndarray) -> None:
+        self._keys.append((track_id, frame_index))
+        self._logits.append(logits)
+
+    def take(self) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
+        taken = self._keys, self._logits
+        self._keys, self._logits = [], []
+        return taken
+
+
 class VideoTracking:
     """The host side of one video: windows' kept instances into `ClipTracker`, each frame it
     finishes into RLEs at the original size on the thread pool (`mask_encoder(..., mask_rle,
@@ -334,14 +351,12 @@ class VideoTracking:
         self._seconds = seconds
         self._masks = _FrameMasks(mask_encoder(valid_size, output_size, mask_rle, device),
                                   num_frames, pool, threads, seconds)
-        self._keys: list[tuple[int, int]] = []
-        self._logits: list[np.ndarray] = []
-        self._tracker = ClipTracker(num_frames, match_threshold, self._on_final_frame,
+        self._finished = _FinishedFrames()
+        # The tracker calls the collector, not this object: a bound method of this object
+        # would make a reference cycle, and every video's tracks and RLEs would wait for the
+        # garbage collector (whose passes then cost more the more results are held).
+        self._tracker = ClipTracker(num_frames, match_threshold, self._finished.add,
                                     valid_size=valid_size)
-
-    def _on_final_frame(self, track_id: int, frame_index: int, logits: np.ndarray) -> None:
-        self._keys.append((track_id, frame_index))
-        self._logits.append(logits)
 
     def add_window(self, start: int, class_probs: np.ndarray, mask_logits: np.ndarray,
                    mask_probs: np.ndarray | None = None) -> None:
@@ -353,8 +368,7 @@ class VideoTracking:
 
     def flush(self) -> None:
         """Hands the frames finished so far to the thread pool."""
-        self._masks.add(self._keys, self._logits)
-        self._keys, self._logits = [], []
+        self._masks.add(*self._finished.take())
 
     def complete(self, num_windows: int) -> tuple[list[Any], _FrameMasks, int]:
         """Finishes the tracks and hands their last frames to the thread pool: (tracks, their
