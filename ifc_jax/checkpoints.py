@@ -9,12 +9,15 @@ its checkpoints/ folder or one step folder (also what `convert` writes).
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from ifc_jax import storage
 from ifc_jax.io import UserError, first_line
@@ -55,8 +58,11 @@ class Checkpoints:
         for position, step in enumerate(steps):
             try:
                 return self.restore(template, step), step
+            except MemoryError:
+                raise
             # orbax and tensorstore raise many kinds of errors for a damaged checkpoint.
             except Exception as err:
+                quiet_abandoned_reads()
                 older = steps[position + 1] if position + 1 < len(steps) else None
                 log.warning("checkpoint step %d in %s cannot be restored (%s); %s", step,
                             self.directory, first_line(err),
@@ -89,6 +95,38 @@ class Checkpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def is_abandoned_read_report(unraisable: Any) -> bool:
+    """Whether an unraisable exception (`sys.unraisablehook`'s argument) is a late
+    tensorstore read calling back into the event loop orbax closed when it gave up on a
+    damaged checkpoint: RuntimeError('Event loop is closed') raised in call_soon_threadsafe."""
+    error = unraisable.exc_value
+    if not isinstance(error, RuntimeError) or str(error) != "Event loop is closed":
+        return False
+    frames = traceback.extract_tb(unraisable.exc_traceback or error.__traceback__)
+    return any(frame.name == "call_soon_threadsafe" for frame in frames)
+
+
+def quiet_abandoned_reads() -> None:
+    """Keeps the reads orbax abandons on a damaged checkpoint from printing tracebacks.
+
+    When one read of a checkpoint fails, orbax stops waiting for the others and closes its
+    event loop; tensorstore still completes them and calls back into the closed loop, and
+    Python prints each such failure as an 'Exception ignored' traceback, after the one line
+    that already said what is wrong. From the first failed restore on, those reports are
+    dropped; every other unraisable exception still reaches the hook installed before.
+    """
+    if getattr(sys.unraisablehook, "drops_abandoned_reads", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not is_abandoned_read_report(unraisable):
+            previous(unraisable)
+
+    hook.drops_abandoned_reads = True
+    sys.unraisablehook = hook
 
 
 def _find_state_dir(path: str) -> str:
@@ -128,14 +166,25 @@ def load_variables(path: str) -> dict[str, Any]:
     """{'params', 'batch_stats'} of a saved train state, as numpy (the latest step)."""
     item_dir = _find_state_dir(path)
     checkpointer = ocp.StandardCheckpointer()
-    # Restored onto this process's first device whatever sharding the job that saved it used
-    # (orbax refuses a checkpoint from another device count without a target).
-    metadata = checkpointer.metadata(item_dir)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                                            sharding=device),
-                          getattr(metadata, "item_metadata", metadata))
-    restored = checkpointer.restore(item_dir, target)
+    try:
+        # Restored onto this process's first device whatever sharding the job that saved it
+        # used (orbax refuses a checkpoint from another device count without a target). The
+        # handler reads the item's tree metadata alone (the checkpointer would also look
+        # for a step's metadata file in the item folder and warn that there is none).
+        metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(item_dir))
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                                sharding=device),
+                              getattr(metadata, "item_metadata", metadata))
+        restored = checkpointer.restore(item_dir, target)
+    except MemoryError:
+        raise
+    # orbax and tensorstore raise many kinds of errors (ValueError, JSONDecodeError, ...) for
+    # a damaged or half-written checkpoint.
+    except Exception as err:
+        quiet_abandoned_reads()
+        raise UserError(f"{item_dir}: the checkpoint cannot be read ({first_line(err)})"
+                        ) from err
     if not isinstance(restored, dict) or "params" not in restored:
         raise UserError(f"{path}: the checkpoint holds no 'params'")
     variables = {"params": restored["params"],

@@ -1,10 +1,17 @@
 """Loading weights from a checkpoint: init_from with an exclusion filter, shape checks."""
 
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifc_jax.checkpoints import Checkpoints, load_variables, merge_params
+from ifc_jax.checkpoints import (
+    Checkpoints,
+    load_variables,
+    merge_params,
+    quiet_abandoned_reads,
+)
 from ifc_jax.io import UserError
 
 
@@ -85,6 +92,62 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capl
     assert checkpoints.save(2, _state(3.0), force=True)  # the step can be saved again
     checkpoints.close()
     assert Checkpoints(workdir, 1, 3).restore_latest_intact(_state(0.0))[1] == 2
+
+
+@pytest.mark.parametrize("damage", ["arrays", "metadata"])
+def test_a_damaged_checkpoint_given_as_weights_is_one_error_line(tmp_path, capsys, damage):
+    import os
+
+    from ifc_jax import cli
+
+    checkpoints = Checkpoints(str(tmp_path / "run"), 1, 1)
+    checkpoints.save(1, _state(1.0), force=True)
+    checkpoints.close()
+    item_dir = tmp_path / "run" / "checkpoints" / "1" / "default"
+    for folder, _, files in os.walk(item_dir):
+        for name in files:
+            if (damage == "metadata") == ("metadata" in name.lower()):
+                (Path(folder) / name).write_bytes(b"\0garbage")
+    with pytest.raises(UserError, match=f"{item_dir}: the checkpoint cannot be read"):
+        load_variables(str(tmp_path / "run"))
+    code = cli.main(["benchmark", "--what", "inference", "--config", "tiny", "--weights",
+                     str(tmp_path / "run"), "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        line for line in err.splitlines() if line.strip()]
+    assert f"error: {item_dir}: the checkpoint cannot be read" in err
+
+
+def test_reads_abandoned_on_a_damaged_checkpoint_print_no_traceback(monkeypatch):
+    """orbax closes its event loop when a read fails; tensorstore's late callbacks into it
+    (RuntimeError raised in call_soon_threadsafe) are dropped, any other unraisable error
+    still reaches the previous hook."""
+    import asyncio
+    import sys
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook",
+                        lambda unraisable: reported.append(str(unraisable.exc_value)))
+    quiet_abandoned_reads()
+    quiet_abandoned_reads()  # installed once
+    loop = asyncio.new_event_loop()
+    loop.close()
+
+    class LateRead:
+        def __del__(self):
+            loop.call_soon_threadsafe(print)
+
+    class OtherFailure:
+        def __del__(self):
+            raise RuntimeError("Event loop is closed")  # the same words, not from the loop
+
+    LateRead()
+    OtherFailure()
+    assert reported == ["Event loop is closed"]
+    reported.clear()
+    LateRead()
+    assert reported == []
 
 
 def test_no_checkpoint_restores_nothing(tmp_path):
