@@ -174,8 +174,7 @@ def load_variables(path: str) -> dict[str, Any]:
         metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(item_dir))
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                                                sharding=device),
-                              getattr(metadata, "item_metadata", metadata))
+                                                                sharding=device), metadata)
         restored = checkpointer.restore(item_dir, target)
     except MemoryError:
         raise

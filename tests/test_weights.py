@@ -1,5 +1,6 @@
 """Loading weights from a checkpoint: init_from with an exclusion filter, shape checks."""
 
+import os
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -23,6 +24,15 @@ def _state(value):
         "batch_stats": {"backbone": {"mean": jnp.full((5,), value)}},
         "opt_state": {"mu": jnp.zeros((4,))},
     }
+
+
+def _damage(folder, damage):
+    """Overwrites the files under `folder` with garbage: its metadata files ("metadata") or
+    all the others ("arrays")."""
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            if (damage == "metadata") == ("metadata" in name.lower()):
+                (Path(parent) / name).write_bytes(b"\0garbage")
 
 
 def test_init_from_takes_all_but_the_excluded_prefixes(tmp_path):
@@ -66,20 +76,13 @@ def test_mis_shaped_or_missing_checkpoints_fail_clearly(tmp_path):
 def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog,
                                                                    monkeypatch, damage):
     import logging
-    import os
 
     workdir = str(tmp_path / "run")
     checkpoints = Checkpoints(workdir, 1, 3)
     checkpoints.save(1, _state(1.0), force=True)
     checkpoints.save(2, _state(2.0), force=True)
     checkpoints.close()
-    step_dir = tmp_path / "run" / "checkpoints" / "2"
-    for folder, _, files in os.walk(step_dir):  # a half-written or damaged step folder
-        for name in files:
-            path = os.path.join(folder, name)
-            if (damage == "metadata") == ("metadata" in name.lower()):
-                with open(path, "wb") as stream:
-                    stream.write(b"\0garbage")
+    _damage(tmp_path / "run" / "checkpoints" / "2", damage)  # a half-written or damaged step
     monkeypatch.setattr(logging.getLogger("ifc_jax.train"), "propagate", True)
     checkpoints = Checkpoints(workdir, 1, 3)
     with caplog.at_level(logging.WARNING, logger="ifc_jax.train"):
@@ -96,18 +99,13 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capl
 
 @pytest.mark.parametrize("damage", ["arrays", "metadata"])
 def test_a_damaged_checkpoint_given_as_weights_is_one_error_line(tmp_path, capsys, damage):
-    import os
-
     from ifc_jax import cli
 
     checkpoints = Checkpoints(str(tmp_path / "run"), 1, 1)
     checkpoints.save(1, _state(1.0), force=True)
     checkpoints.close()
     item_dir = tmp_path / "run" / "checkpoints" / "1" / "default"
-    for folder, _, files in os.walk(item_dir):
-        for name in files:
-            if (damage == "metadata") == ("metadata" in name.lower()):
-                (Path(folder) / name).write_bytes(b"\0garbage")
+    _damage(item_dir, damage)
     with pytest.raises(UserError, match=f"{item_dir}: the checkpoint cannot be read"):
         load_variables(str(tmp_path / "run"))
     code = cli.main(["benchmark", "--what", "inference", "--config", "tiny", "--weights",
