@@ -55,6 +55,7 @@ class Checkpoints:
         one before it is tried.
         """
         steps = sorted(self.manager.all_steps(), reverse=True)
+        quiet_abandoned_reads()  # before the reads, as in load_variables
         for position, step in enumerate(steps):
             try:
                 return self.restore(template, step), step
@@ -62,7 +63,6 @@ class Checkpoints:
                 raise
             # orbax and tensorstore raise many kinds of errors for a damaged checkpoint.
             except Exception as err:
-                quiet_abandoned_reads()
                 older = steps[position + 1] if position + 1 < len(steps) else None
                 log.warning("checkpoint step %d in %s cannot be restored (%s); %s", step,
                             self.directory, first_line(err),
@@ -114,8 +114,9 @@ def quiet_abandoned_reads() -> None:
     When one read of a checkpoint fails, orbax stops waiting for the others and closes its
     event loop; tensorstore still completes them and calls back into the closed loop, and
     Python prints each such failure as an 'Exception ignored' traceback, after the one line
-    that already said what is wrong. From the first failed restore on, those reports are
-    dropped; every other unraisable exception still reaches the hook installed before.
+    that already said what is wrong. Installed before the reads (a late read can report
+    before the error reaches any handler), once per process: those reports are dropped;
+    every other unraisable exception still reaches the hook installed before.
     """
     if getattr(sys.unraisablehook, "drops_abandoned_reads", False):
         return
@@ -166,6 +167,9 @@ def load_variables(path: str) -> dict[str, Any]:
     """{'params', 'batch_stats'} of a saved train state, as numpy (the latest step)."""
     item_dir = _find_state_dir(path)
     checkpointer = ocp.StandardCheckpointer()
+    # Before the reads: orbax's abandoned reads of a damaged checkpoint can report while its
+    # error is still unwinding, before an except clause here runs.
+    quiet_abandoned_reads()
     try:
         # Restored onto this process's first device whatever sharding the job that saved it
         # used (orbax refuses a checkpoint from another device count without a target). The
@@ -181,7 +185,6 @@ def load_variables(path: str) -> dict[str, Any]:
     # orbax and tensorstore raise many kinds of errors (ValueError, JSONDecodeError, ...) for
     # a damaged or half-written checkpoint.
     except Exception as err:
-        quiet_abandoned_reads()
         raise UserError(f"{item_dir}: the checkpoint cannot be read ({first_line(err)})"
                         ) from err
     if not isinstance(restored, dict) or "params" not in restored:
