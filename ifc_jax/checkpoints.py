@@ -45,6 +45,7 @@ class Checkpoints:
     def restore(self, template: State, step: int | None = None) -> State:
         """The state at `step` (default latest), laid out and sharded like `template`."""
         step = self.latest_step() if step is None else step
+        quiet_abandoned_reads()  # before the reads, as in load_variables
         return self.manager.restore(step, args=ocp.args.StandardRestore(template))
 
     def restore_latest_intact(self, template: State) -> tuple[State, int] | None:
@@ -55,7 +56,6 @@ class Checkpoints:
         one before it is tried.
         """
         steps = sorted(self.manager.all_steps(), reverse=True)
-        quiet_abandoned_reads()  # before the reads, as in load_variables
         for position, step in enumerate(steps):
             try:
                 return self.restore(template, step), step
