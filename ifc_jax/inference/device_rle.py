@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from pycocotools import mask as mask_util
 
+from ifc_jax.inference.rle_upsample import run_lengths
 from ifc_jax.inference.tracking import bilinear_taps
 
 # Masks per device call: a batch is padded to the next power of two (at least MIN_BATCH) and
@@ -160,17 +161,7 @@ def host_run_lengths(found: np.ndarray, toggle_counts: np.ndarray, size: int
     host: on a CPU this costs a fraction of `pack`'s scatter."""
     flat = np.ascontiguousarray(found.transpose(0, 2, 1)).reshape(-1)  # column-major
     # np.compress: several times faster than boolean indexing (flat[flat >= 0]) in numpy.
-    positions = np.compress(flat >= 0, flat)
-    ends = np.cumsum(toggle_counts)
-    bounded = np.insert(positions, ends, size)  # each mask's toggles, then its end
-    runs = np.empty_like(bounded)
-    np.subtract(bounded[1:], bounded[:-1], out=runs[1:])
-    starts = ends - toggle_counts + np.arange(len(ends))  # each mask's first run
-    runs[starts] = bounded[starts]
-    runs = runs.view(np.uint32)
-    # Slices rather than np.split, whose per-piece overhead outweighed the arithmetic.
-    return [runs[first:first + toggles + 1]
-            for first, toggles in zip(starts.tolist(), toggle_counts.tolist(), strict=True)]
+    return run_lengths(np.compress(flat >= 0, flat), toggle_counts, size)
 
 
 class DeviceRleEncoder:

@@ -58,6 +58,25 @@ DENSE_CHUNK_PIXELS = 1 << 18
 BLAS_SINGLE_THREAD_WORK = 1 << 18
 
 
+def run_lengths(positions: np.ndarray, toggle_counts: np.ndarray, size: int
+                ) -> list[np.ndarray]:
+    """Run lengths of n masks of `size` pixels from their toggle positions: `positions` holds
+    each mask's in ascending order, mask after mask, `toggle_counts` (n,) how many are each
+    mask's. Returns each mask's uint32 run lengths (off, on, ... from the first pixel, the run
+    after its last toggle last), as views into one array: no per-mask arithmetic."""
+    ends = np.cumsum(toggle_counts)
+    bounded = np.insert(positions, ends, size)  # each mask's toggles, then its end
+    runs = np.empty_like(bounded)
+    np.subtract(bounded[1:], bounded[:-1], out=runs[1:])
+    starts = ends - toggle_counts + np.arange(len(ends))  # each mask's first run
+    runs[starts] = bounded[starts]
+    # Positions below 2**31 (every output size): int32 reads as uint32 as it is.
+    runs = runs.view(np.uint32) if runs.itemsize == 4 else runs.astype(np.uint32)
+    # Slices rather than np.split, whose per-piece overhead outweighed the arithmetic.
+    return [runs[first:first + toggles + 1]
+            for first, toggles in zip(starts.tolist(), toggle_counts.tolist(), strict=True)]
+
+
 class RleUpsampler:
     """Thresholded bilinear upsampling of (h, w) logit grids to (H, W) RLEs.
 
@@ -77,6 +96,7 @@ class RleUpsampler:
         if min(grid_h, grid_w, height, width) < 1:
             raise ValueError(f"empty grid {grid_size} or output {output_size}")
         self._col_low, self._col_high, self._col_weight = bilinear_taps(grid_w, width)
+        self._col_rest = 1.0 - self._col_weight  # the low tap's weight
         row_low, row_high, row_weight = bilinear_taps(grid_h, height)
         # Rows of segment r (row_low == r) are keys[start[r]:start[r + 1]]; 2 r + w keeps the
         # keys of all segments in one ascending array (w < 1).
@@ -148,22 +168,15 @@ class RleUpsampler:
         keys = keys[first[repeats % 2 == 1]]
         owner = keys // (size + 1)
         positions = keys - owner * (size + 1)
-        bounds = np.searchsorted(owner, np.arange(num + 1))
-        result = []
-        for index in range(num):
-            boundaries = positions[bounds[index]:bounds[index + 1]]
-            # Runs: [0, b0) off, [b0, b1) on, ...; the last run ends at `size`.
-            edges = np.concatenate([[0], boundaries, [size]])
-            counts = np.diff(edges)
-            if len(counts) > 1 and counts[-1] == 0:
-                counts = counts[:-1]  # pycocotools ends with the last non-empty run
-            result.append(counts.astype(np.uint32))
-        return result
+        counts = run_lengths(positions, np.bincount(owner, minlength=num), size)
+        if np.any(positions == size):  # pycocotools ends with the last non-empty run
+            counts = [c[:-1] if len(c) > 1 and c[-1] == 0 else c for c in counts]
+        return counts
 
     def _columns(self, rows: np.ndarray) -> np.ndarray:
         """(..., w) source rows -> (..., W) interpolated along the columns, float64."""
-        weight = self._col_weight
-        return rows[..., self._col_low] * (1.0 - weight) + rows[..., self._col_high] * weight
+        return (rows[..., self._col_low] * self._col_rest
+                + rows[..., self._col_high] * self._col_weight)
 
     def _column_start_toggles(self, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
         """Global keys of the toggles at the top of each column: where a column starts in a
@@ -178,23 +191,28 @@ class RleUpsampler:
                           cells: np.ndarray) -> np.ndarray:
         """Global keys of the zero crossings inside the mixed-sign cells (mask, row r, source
         column c): every output column reading c as its low tap, between rows r and r + 1."""
-        height, width = self.output_size
-        first, last = self._col_start[cells], self._col_start[cells + 1]
-        widths = last - first
-        masks, rows = np.repeat(masks, widths), np.repeat(rows, widths)
+        # The output columns of cell c all read source columns c and min(c + 1, w - 1): the
+        # four corner logits are gathered once per cell and repeated over its columns (the
+        # same products and sums as `_columns`, so the same float64 values).
+        if not len(cells):
+            return np.empty(0, np.int64)
+        first = self._col_start[cells]
+        widths = self._col_start[cells + 1] - first
+        right = np.minimum(cells + 1, self.grid_size[1] - 1)
+        ends = np.cumsum(widths)
         # Output columns of each cell, expanded: first[c] + 0, 1, ..., widths - 1.
-        offsets = np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths, widths)
-        columns = np.repeat(first, widths) + offsets
-        low, high = self._col_low[columns], self._col_high[columns]
-        weight = self._col_weight[columns]
-        flat = values.reshape(-1)  # flat indices: one gather per tap instead of three
-        upper_row = (masks * values.shape[1] + rows) * values.shape[2]
-        lower_row = upper_row + values.shape[2]
-        upper = flat[upper_row + low] * (1.0 - weight) + flat[upper_row + high] * weight
-        lower = flat[lower_row + low] * (1.0 - weight) + flat[lower_row + high] * weight
-        crossing = (upper > 0.0) != (lower > 0.0)
-        return self._toggle_keys(masks[crossing], rows[crossing], columns[crossing],
-                                 upper[crossing], lower[crossing])
+        columns = np.repeat(first - ends + widths, widths) + np.arange(ends[-1])
+        weight, rest = self._col_weight[columns], self._col_rest[columns]
+
+        def interpolated(row: np.ndarray) -> np.ndarray:
+            return (np.repeat(values[masks, row, cells], widths) * rest
+                    + np.repeat(values[masks, row, right], widths) * weight)
+
+        upper, lower = interpolated(rows), interpolated(rows + 1)
+        crossing = np.flatnonzero((upper > 0.0) != (lower > 0.0))
+        cell = np.repeat(np.arange(len(cells)), widths)[crossing]
+        return self._toggle_keys(masks[cell], rows[cell], columns[crossing], upper[crossing],
+                                 lower[crossing])
 
     def _dense_rles(self, values: np.ndarray) -> list[dict]:
         """RLEs of float64 logits (n, h, w) through full masks: columns interpolated first (as
@@ -202,12 +220,12 @@ class RleUpsampler:
         Masks go a few at a time, so that the float64 surface stays in cache."""
         height, width = self.output_size
         step = max(1, DENSE_CHUNK_PIXELS // (height * width))
-        weight = self._col_weight[:, None]
+        rest, weight = self._col_rest[:, None], self._col_weight[:, None]
         rles = []
         columns_per_product = max(1, BLAS_SINGLE_THREAD_WORK // (height * self.grid_size[0]))
         for first in range(0, len(values), step):
             by_column = values[first:first + step].transpose(0, 2, 1)  # (n, w, h)
-            columns = (by_column[:, self._col_low] * (1.0 - weight)
+            columns = (by_column[:, self._col_low] * rest
                        + by_column[:, self._col_high] * weight).reshape(-1, self.grid_size[0])
             surface = np.empty((len(columns), height))
             for row in range(0, len(columns), columns_per_product):
