@@ -166,7 +166,9 @@ def summarize(name: str, text: str) -> list[str]:
         lines.append(f"{name}: {result['mask_rle']} on {result['backend']}, "
                      f"{result['height']}x{result['width']}, {result['tracks']} tracks: "
                      + ", ".join(f"{run['threads']} thread(s) {run['ms_per_frame']:.2f} ms "
-                                 f"per frame (same masks: {run['same_masks_as_full_size']})"
+                                 f"per frame (tracking {run['tracking_ms_per_frame']:.2f}, "
+                                 f"masks+RLE {run['masks_rle_ms_per_frame']:.2f} thread ms; "
+                                 f"same masks: {run['same_masks_as_full_size']})"
                                  for run in result["runs"])
                      + f"; full-size path {result['full_size_path']['ms_per_frame']:.1f} ms")
     else:

@@ -11,7 +11,9 @@ finished frames go to the thread pool once per `windows_per_call` windows (the c
 default), as the predictor hands them over once per device call.
 
 Reported per host thread count: milliseconds of wall time per output frame for the whole
-host side (`inference.predictor.VideoTracking`, RLEs straight from the logits), and beside it
+host side (`inference.predictor.VideoTracking`, RLEs straight from the logits), with that
+run's stage times per frame as the predictor counts them (tracking on the calling thread;
+masks+RLE summed over the pool's threads, so it can exceed the wall time), and beside it
 the full-size path it replaces (each mask upsampled to the output size in float64, then
 encoded by pycocotools; one thread), whose masks are checked to be the same. The RLEs' run
 boundaries are found where `config.inference.mask_rle` says: `auto` is the host's outline
@@ -65,20 +67,22 @@ def synthetic_windows(num_frames: int, tracks: int, grid: tuple[int, int], num_c
 
 def _run_tracking(windows: list, num_frames: int, grid: tuple[int, int],
                   output_size: tuple[int, int], threads: int, windows_per_call: int,
-                  mask_rle: str) -> tuple[float, list]:
+                  mask_rle: str) -> tuple[float, list, dict[str, float]]:
+    """(wall seconds, the tracks' RLEs, the predictor's stage seconds) of one run."""
     from ifc_jax.inference.predictor import STAGES, VideoTracking
 
     pool = (concurrent.futures.ThreadPoolExecutor(threads) if threads else None)
+    seconds = dict.fromkeys(STAGES, 0.0)
     try:
         begin = time.perf_counter()
-        tracking = VideoTracking(num_frames, 0.05, grid, output_size, pool, threads,
-                                 dict.fromkeys(STAGES, 0.0), mask_rle)
+        tracking = VideoTracking(num_frames, 0.05, grid, output_size, pool, threads, seconds,
+                                 mask_rle)
         for index, (start, probs, logits, mask_probs) in enumerate(windows):
             tracking.add_window(start, probs, logits, mask_probs)
             if (index + 1) % windows_per_call == 0:
                 tracking.flush()  # as the predictor does once per device call
         prediction = tracking.finish(len(windows)).result()
-        return time.perf_counter() - begin, prediction.segmentations
+        return time.perf_counter() - begin, prediction.segmentations, seconds
     finally:
         if pool is not None:
             pool.shutdown()
@@ -136,11 +140,13 @@ def benchmark_postprocess(*, height: int = 720, width: int = 1280, tracks: int =
     for count in threads:
         run = (windows, num_frames, grid, output_size, count, windows_per_call, mask_rle)
         _run_tracking(*run)  # warm-up
-        seconds = [_run_tracking(*run) for _ in range(repeats)]
-        best = min(s for s, _ in seconds)
-        same = seconds[0][1] == reference
+        timed = [_run_tracking(*run) for _ in range(repeats)]
+        best, _, stages = min(timed, key=lambda result: result[0])
+        same = timed[0][1] == reference
         runs.append({"threads": count, "ms_per_frame": 1000 * best / num_frames,
-                     "frames_per_s": num_frames / best, "same_masks_as_full_size": same})
+                     "frames_per_s": num_frames / best, "same_masks_as_full_size": same,
+                     "tracking_ms_per_frame": 1000 * stages["tracking"] / num_frames,
+                     "masks_rle_ms_per_frame": 1000 * stages["masks_rle"] / num_frames})
     return {
         "what": "postprocess",
         "height": height, "width": width, "tracks": tracks, "frames": num_frames,
@@ -156,13 +162,15 @@ def format_result(result: dict[str, Any]) -> str:
     from ifc_jax.io import format_table
 
     rows = [[run["threads"], f"{run['ms_per_frame']:.3f}", f"{run['frames_per_s']:.0f}",
+             f"{run['tracking_ms_per_frame']:.3f}", f"{run['masks_rle_ms_per_frame']:.3f}",
              "yes" if run["same_masks_as_full_size"] else "NO"] for run in result["runs"]]
     full = result["full_size_path"]
     rows.append(["1 (full-size masks)", f"{full['ms_per_frame']:.3f}",
-                 f"{1000 / full['ms_per_frame']:.0f}", "-"])
+                 f"{1000 / full['ms_per_frame']:.0f}", "-", "-", "-"])
     return "\n".join([
         f"host post-processing of {result['tracks']} tracks, {result['frames']} frames at "
         f"{result['height']}x{result['width']} (stride-8 grid {result['grid'][0]}x"
         f"{result['grid'][1]}, {result['windows']} near-online windows), run boundaries by "
         f"{result['mask_rle']} on {result['backend']}, best of {result['repeats']}",
-        format_table(["threads", "ms/frame", "frames/s", "same masks"], rows)])
+        format_table(["threads", "ms/frame", "frames/s", "tracking", "masks+RLE (threads)",
+                      "same masks"], rows)])
