@@ -94,6 +94,30 @@ def test_noisy_batches_take_the_device_encoder_and_match_the_reference():
     assert mask_encoder((16, 28), (128, 224), "host").dense_encoder is None
 
 
+def test_at_720p_the_choice_weighs_the_device_encoders_own_cost():
+    """Noisy masks at 720p: the outline path would cost several times the device program, so
+    `auto`'s hybrid hands them to it, though the numpy dense path (the choice without a
+    dense encoder) would cost more than the outline; object masks stay on the outline."""
+    calls = []
+    device = DeviceRleEncoder((45, 80), (720, 1280))
+
+    def dense(logits):
+        calls.append(len(logits))
+        return device(logits)
+
+    hybrid = RleUpsampler((45, 80), (720, 1280), dense_encoder=dense)
+    noisy = blobs(3, (45, 80), seed=5, noise=8)
+    mixed = hybrid._outline_cells(noisy.astype(np.float64))
+    assert 0.2 < mixed.mean() < 0.4  # a quarter of the cells: far from pure noise
+    assert hybrid.choose_dense(mixed)
+    assert not RleUpsampler((45, 80), (720, 1280)).choose_dense(mixed)
+    assert_matches_reference(noisy, 720, 1280, hybrid)
+    assert calls == [3]
+    objects = blobs(3, (45, 80), seed=6, noise=0.3)
+    assert hybrid(objects) == RleUpsampler((45, 80), (720, 1280))(objects)
+    assert calls == [3]  # the outline path: the device encoder not called
+
+
 def test_object_masks_at_720p_match_the_reference_and_the_host_path():
     logits = np.concatenate([blobs(3, (45, 80), seed=1, noise=0.3),
                              blobs(2, (45, 80), seed=2, noise=8)])
