@@ -66,18 +66,25 @@ def test_batches_are_split_into_few_sizes_with_little_padding():
         assert not count or sum(sizes[:-1]) < count  # the last call holds a real mask
 
 
+def hybrid_with_calls(grid: tuple[int, int], output: tuple[int, int]
+                      ) -> tuple[RleUpsampler, list[int]]:
+    """`auto`'s CPU encoder (the host's, handing dense batches to the device's) and the list
+    of the batch sizes the device encoder is called with."""
+    calls: list[int] = []
+    device = DeviceRleEncoder(grid, output)
+
+    def dense(logits: np.ndarray) -> list[dict]:
+        calls.append(len(logits))
+        return device(logits)
+
+    return RleUpsampler(grid, output, dense_encoder=dense), calls
+
+
 def test_noisy_batches_take_the_device_encoder_and_match_the_reference():
     """`auto` on a CPU: the host's outline path for object masks, the device's program
     (compacted on the host) for batches whose outline is most of the grid; on a GPU or TPU
     the device's program for every batch."""
-    calls = []
-    device = DeviceRleEncoder((16, 28), (128, 224))
-
-    def dense(logits):
-        calls.append(len(logits))
-        return device(logits)
-
-    hybrid = RleUpsampler((16, 28), (128, 224), dense_encoder=dense)
+    hybrid, calls = hybrid_with_calls((16, 28), (128, 224))
     noisy = np.random.default_rng(3).normal(size=(12, 16, 28)).astype(np.float32)
     assert assert_matches_reference(noisy, 128, 224, hybrid) <= 2
     assert calls == [12]
@@ -98,14 +105,7 @@ def test_at_720p_the_choice_weighs_the_device_encoders_own_cost():
     """Noisy masks at 720p: the outline path would cost several times the device program, so
     `auto`'s hybrid hands them to it, though the numpy dense path (the choice without a
     dense encoder) would cost more than the outline; object masks stay on the outline."""
-    calls = []
-    device = DeviceRleEncoder((45, 80), (720, 1280))
-
-    def dense(logits):
-        calls.append(len(logits))
-        return device(logits)
-
-    hybrid = RleUpsampler((45, 80), (720, 1280), dense_encoder=dense)
+    hybrid, calls = hybrid_with_calls((45, 80), (720, 1280))
     noisy = blobs(3, (45, 80), seed=5, noise=8)
     mixed = hybrid._outline_cells(noisy.astype(np.float64))
     assert 0.2 < mixed.mean() < 0.4  # a quarter of the cells: far from pure noise
