@@ -139,8 +139,8 @@ def test_postprocess_benchmark_json_and_same_masks_as_the_full_size_path(capsys)
     assert [run["threads"] for run in result["runs"]] == [0, 2]
     for run in result["runs"]:
         assert run["same_masks_as_full_size"] is True and run["ms_per_frame"] > 0
-        # The stages are parts of the host work: inline (0 threads) they fit in the wall time.
         assert run["tracking_ms_per_frame"] > 0 and run["masks_rle_ms_per_frame"] > 0
+    # The stages are parts of the host work: inline (0 threads) they fit in the wall time.
     inline = result["runs"][0]
     assert inline["tracking_ms_per_frame"] + inline["masks_rle_ms_per_frame"] <= \
         inline["ms_per_frame"]
