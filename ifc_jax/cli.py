@@ -40,7 +40,8 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "the whole system on the built-in toy dataset, on a CPU (no download)",
     "train": "train a model (resumable, multi-host); checkpoints and TensorBoard in --workdir",
     "evaluate": "predict and track every val video; DIR/eval/results.json and metrics.json",
-    "predict": "tracks of one video file or frame folder: results.json, overlay GIF, keyframes",
+    "predict": "tracks of your videos (files, frame folders, a folder or glob of them): "
+               "results.json, overlay GIF and MP4, keyframes",
     "flops": "encoder GFLOPs of the communication variants (the paper's table)",
     "summary": "parameters per module and forward GFLOPs per frame of a config's model",
     "benchmark": "measured speed: data pipeline, inference, encoder schemes (table or JSON)",
