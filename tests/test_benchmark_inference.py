@@ -2,6 +2,7 @@
 stage shares and the roofline per setting and compute dtype."""
 
 import json
+import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +46,15 @@ def test_inference_benchmark_json(capsys):
             assert len(setting["trial_ratios"]) == 2
             assert setting["end_to_end_over_model_only"] == pytest.approx(
                 np.mean(setting["trial_ratios"]))
+            # Process CPU time: each round's host share is its stream's minus its
+            # model-only run's, the figure their median.
+            assert model_only["cpu_seconds"] > 0
+            assert len(setting["trial_host_cpu_ms_per_frame"]) == 2
+            assert setting["host_cpu_ms_per_frame"] == pytest.approx(
+                np.mean(setting["trial_host_cpu_ms_per_frame"]))
+            # CPU over wall time: at most every core busy all the time.
+            assert all(0 < busy <= 1.05 * os.cpu_count()
+                       for busy in setting["cores_busy"].values())
             assert set(setting["host_seconds"]) == {
                 "input", "dispatch_chunks", "dispatch_windows", "copy_start", "device_wait",
                 "tracking", "masks_rle", "rle_wait"}

@@ -147,6 +147,9 @@ def summarize(name: str, text: str) -> list[str]:
                     f"{100 * roof['fraction_of_peak']:.1f} % of the measured peak "
                     f"({roof['tflop_per_s']:.3g} TFLOP/s); stages ms/frame "
                     + ", ".join(f"{k} {v:.3f}" for k, v in s["stage_ms_per_frame"].items())
+                    # The host's CPU work per frame: what its threads must keep up with.
+                    + f"; host CPU {s['host_cpu_ms_per_frame']:.3f} ms/frame, cores busy "
+                    f"{s['cores_busy']['end_to_end']:.2f} / {s['cores_busy']['model_only']:.2f}"
                     # Where the stream's main thread spent its time (a dispatch that blocks
                     # serialises host and device work).
                     + "; host seconds " + ", ".join(f"{k} {v:.3f}"

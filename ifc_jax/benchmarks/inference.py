@@ -15,7 +15,11 @@ ratios, so that the load of a shared machine, which drifts, does not decide it. 
 of the time in each stage comes from `VideoPrediction.seconds`: frame_features (backbone,
 input projection, position), windows (encoder, decoder, heads, the device -> host copy of a
 window's outputs), tracking, masks_rle (upsampling to the output size, thresholding, RLE);
-"other" is the rest.
+"other" is the rest. Process CPU time (every thread's, XLA's own included) is taken around
+each stream and each model-only run: `host_cpu_ms_per_frame`, the median over the rounds of
+the difference per frame, is the CPU work the host side adds. On a CPU backend the model
+itself keeps most of the cores busy (`cores_busy`: CPU over wall time of each), so little of
+that work can hide behind it; on a GPU it is what the host threads must keep up with.
 
 Beside it, model-only frames/s: the same jitted device programs the predictor runs (frame
 features once per frame in chunks of T, every window's clip forward on features gathered on
@@ -86,7 +90,8 @@ def with_dtype(config: Any, dtype: str) -> Any:
 
 def _model_only(predictor: Any, frames: np.ndarray, repeats: int) -> dict[str, float]:
     """Frames/s of the predictor's device programs alone on a video in host memory, blocked
-    once at the end; and, timed apart, the seconds of the frame features and of the window
+    once at the end, and the process CPU seconds of those runs (every thread: on a CPU
+    backend XLA's own); and, timed apart, the seconds of the frame features and of the window
     calls (on features already computed)."""
     import jax
 
@@ -102,7 +107,9 @@ def _model_only(predictor: Any, frames: np.ndarray, repeats: int) -> dict[str, f
         return features, predictor.run_video_windows(features, num_frames, (height, width))
 
     warmup_seconds = timed(whole)
+    cpu_begin = time.process_time()
     seconds = sum(timed(whole) for _ in range(repeats))
+    cpu_seconds = time.process_time() - cpu_begin
     features_seconds = sum(timed(lambda: predictor.encode_video(frames))
                            for _ in range(repeats))
     features = jax.block_until_ready(predictor.encode_video(frames))
@@ -110,8 +117,8 @@ def _model_only(predictor: Any, frames: np.ndarray, repeats: int) -> dict[str, f
         timed(lambda: predictor.run_video_windows(features, num_frames, (height, width)))
         for _ in range(repeats))
     return {"frames_per_s": repeats * num_frames / seconds, "seconds": seconds,
-            "warmup_seconds": warmup_seconds, "frame_features_seconds": features_seconds,
-            "windows_seconds": windows_seconds}
+            "cpu_seconds": cpu_seconds, "warmup_seconds": warmup_seconds,
+            "frame_features_seconds": features_seconds, "windows_seconds": windows_seconds}
 
 
 def first_window_margins(predictor: Any, frames: np.ndarray) -> np.ndarray:
@@ -172,10 +179,11 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
         return prediction, video_results(1, prediction.class_probs, prediction.segmentations,
                                          category_ids, **options)
 
-    def predict_stream(count: int) -> tuple[float, list[Any], list[dict]]:
+    def predict_stream(count: int) -> tuple[float, list[Any], list[dict], float]:
         """`count` videos as evaluate runs them: a video's last masks encode on the host
-        threads while the next one starts."""
-        begin = time.perf_counter()
+        threads while the next one starts. (wall seconds, predictions, the last video's
+        results, process CPU seconds)."""
+        cpu_begin, begin = time.process_time(), time.perf_counter()
         predictions, pending = [], None
         for _ in range(count):
             handle = predictor.submit(frames, num_frames, (height, width), (height, width))
@@ -183,11 +191,12 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
                 predictions.append(results_of(pending)[0])
             pending = handle
         prediction, results = results_of(pending)
-        return time.perf_counter() - begin, [*predictions, prediction], results
+        return (time.perf_counter() - begin, [*predictions, prediction], results,
+                time.process_time() - cpu_begin)
 
     # Untimed: compiles every shape the timed runs use and starts the host threads; a whole
     # stream, as the first timed round otherwise still pays for first uses.
-    warmup_seconds, _, _ = predict_stream(repeats)
+    warmup_seconds = predict_stream(repeats)[0]
     # Rounds alternate so that both figures of a round see the same machine: the ratio is the
     # median of the rounds' ratios (a shared machine's load drifts over seconds); frames/s are
     # the fastest of each (a busy machine only ever slows a run down).
@@ -197,12 +206,19 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
         model_runs.append(_model_only(predictor, frames, repeats))
     trial_ratios = [run["seconds"] / stream[0]
                     for stream, run in zip(streams, model_runs, strict=True)]
-    seconds, predictions, results = min(streams, key=lambda stream: stream[0])
+    per_frame = 1000.0 / (repeats * num_frames)
+    # What the host adds to the device programs' CPU time (on a CPU backend both share the
+    # cores, so overlapping hides little of it; on a GPU it is the host side's own time).
+    trial_host_cpu = [(stream[3] - run["cpu_seconds"]) * per_frame
+                      for stream, run in zip(streams, model_runs, strict=True)]
+    cores_busy = {"end_to_end": float(np.median([stream[3] / stream[0] for stream in streams])),
+                  "model_only": float(np.median([run["cpu_seconds"] / run["seconds"]
+                                                 for run in model_runs]))}
+    seconds, predictions, results, _ = min(streams, key=lambda stream: stream[0])
     model_only = min(model_runs, key=lambda run: run["seconds"])
     prediction = predictions[-1]
     host = {stage: sum(p.seconds.get(stage, 0.0) for p in predictions)
             for stage in HOST_STAGES}
-    per_frame = 1000.0 / (repeats * num_frames)
     stages = {"frame_features": model_only["frame_features_seconds"] * per_frame,
               "windows": model_only["windows_seconds"] * per_frame,
               "tracking": host["tracking"] * per_frame,
@@ -224,6 +240,9 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
         "end_to_end_over_model_only": float(np.median(trial_ratios)),
         "trial_ratios": trial_ratios,
         "stage_ms_per_frame": stages,
+        "host_cpu_ms_per_frame": float(np.median(trial_host_cpu)),
+        "trial_host_cpu_ms_per_frame": trial_host_cpu,
+        "cores_busy": cores_busy,
         "host_seconds": host,
         "warmup_seconds": warmup_seconds,
         "roofline": {**work,
@@ -331,6 +350,9 @@ def format_result(result: dict[str, Any]) -> str:
                          f"{s['frames_per_s']:.1f}", f"{s['model_only']['frames_per_s']:.1f}",
                          f"{s['end_to_end_over_model_only']:.2f}"]
                         + [f"{s['stage_ms_per_frame'][stage]:.3f}" for stage in STAGES]
+                        + [f"{s['host_cpu_ms_per_frame']:.3f}",
+                           f"{s['cores_busy']['end_to_end']:.2f} / "
+                           f"{s['cores_busy']['model_only']:.2f}"]
                         + [f"{line['gflops_per_frame']:.3g}",
                            f"{line['model_only']['tflop_per_s']:.2f}",
                            f"{100 * line['model_only']['fraction_of_peak']:.1f}"])
@@ -338,10 +360,13 @@ def format_result(result: dict[str, Any]) -> str:
                   + format_peak(run["peak"]),
                   format_table(["setting", "T", "S", "windows", "frames/s", "model-only",
                                 "ratio", "backbone ms", "enc/dec ms", "tracking ms", "rle ms",
+                                "host CPU ms", "cores busy",
                                 "GFLOP/frame", "TFLOP/s", "% of peak"], rows)]
     lines.append("frames/s: end to end, the paper's way (to final results, tracking and RLE "
                  "included); model-only: the device programs alone; ratio: the two divided; "
                  "ms: per frame, each stage timed on its own (backbone, enc/dec: device "
-                 "programs; tracking, rle: host, rle summed over its threads); TFLOP/s and "
-                 "% of peak: model-only")
+                 "programs; tracking, rle: host, rle summed over its threads); host CPU: "
+                 "process CPU time per frame end to end minus model-only's (median of the "
+                 "rounds); cores busy: process CPU time over wall time, end to end / "
+                 "model-only; TFLOP/s and % of peak: model-only")
     return "\n".join(lines)
