@@ -18,8 +18,9 @@ window's outputs), tracking, masks_rle (upsampling to the output size, threshold
 "other" is the rest. Process CPU time (every thread's, XLA's own included) is taken around
 each stream and each model-only run: `host_cpu_ms_per_frame`, the median over the rounds of
 the difference per frame, is the CPU work the host side adds. On a CPU backend the model
-itself keeps most of the cores busy (`cores_busy`: CPU over wall time of each), so little of
-that work can hide behind it; on a GPU it is what the host threads must keep up with.
+itself keeps most of the cores busy (`cores_busy`: CPU over wall time of each, medians of
+the rounds), so little of that work can hide behind it; on a GPU it is what the host threads
+must keep up with.
 
 Beside it, model-only frames/s: the same jitted device programs the predictor runs (frame
 features once per frame in chunks of T, every window's clip forward on features gathered on
@@ -368,5 +369,5 @@ def format_result(result: dict[str, Any]) -> str:
                  "programs; tracking, rle: host, rle summed over its threads); host CPU: "
                  "process CPU time per frame end to end minus model-only's (median of the "
                  "rounds); cores busy: process CPU time over wall time, end to end / "
-                 "model-only; TFLOP/s and % of peak: model-only")
+                 "model-only (medians of the rounds); TFLOP/s and % of peak: model-only")
     return "\n".join(lines)
