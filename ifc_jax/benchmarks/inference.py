@@ -19,8 +19,9 @@ window's outputs), tracking, masks_rle (upsampling to the output size, threshold
 each stream and each model-only run: `host_cpu_ms_per_frame`, the median over the rounds of
 the difference per frame, is the CPU work the host side adds. On a CPU backend the model
 itself keeps most of the cores busy (`cores_busy`: CPU over wall time of each, medians of
-the rounds), so little of that work can hide behind it; on a GPU it is what the host threads
-must keep up with.
+the rounds), so little of that work can hide behind it. On a GPU it is what the host threads
+must keep up with, counted from above: a runtime that spins while it waits for the device
+(CUDA's default with a core to spare) counts its longer waits in a longer stream as well.
 
 Beside it, model-only frames/s: the same jitted device programs the predictor runs (frame
 features once per frame in chunks of T, every window's clip forward on features gathered on
@@ -209,7 +210,8 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
                     for stream, run in zip(streams, model_runs, strict=True)]
     per_frame = 1000.0 / (repeats * num_frames)
     # What the host adds to the device programs' CPU time (on a CPU backend both share the
-    # cores, so overlapping hides little of it; on a GPU it is the host side's own time).
+    # cores, so overlapping hides little of it; on a GPU the host side's own time, plus any
+    # spinning wait of the runtime over the stream's longer wall time).
     trial_host_cpu = [(stream[3] - run["cpu_seconds"]) * per_frame
                       for stream, run in zip(streams, model_runs, strict=True)]
     cores_busy = {"end_to_end": float(np.median([stream[3] / stream[0] for stream in streams])),
