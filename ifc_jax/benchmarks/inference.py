@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -165,6 +165,16 @@ def limit_kept_queries(predictor: Any, frames: np.ndarray, kept: int) -> Any:
     return {**predictor.variables, "params": params}
 
 
+class _Stream(NamedTuple):
+    """One timed stream of videos: its wall and process CPU seconds, every video's prediction
+    and the last video's results entries."""
+
+    seconds: float
+    cpu_seconds: float
+    predictions: list[Any]
+    results: list[dict]
+
+
 def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
                   trials: int, peak: dict[str, Any]) -> dict[str, Any]:
     from ifc_jax.benchmarks import roofline
@@ -181,10 +191,9 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
         return prediction, video_results(1, prediction.class_probs, prediction.segmentations,
                                          category_ids, **options)
 
-    def predict_stream(count: int) -> tuple[float, list[Any], list[dict], float]:
+    def predict_stream(count: int) -> _Stream:
         """`count` videos as evaluate runs them: a video's last masks encode on the host
-        threads while the next one starts. (wall seconds, predictions, the last video's
-        results, process CPU seconds)."""
+        threads while the next one starts."""
         cpu_begin, begin = time.process_time(), time.perf_counter()
         predictions, pending = [], None
         for _ in range(count):
@@ -193,12 +202,12 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
                 predictions.append(results_of(pending)[0])
             pending = handle
         prediction, results = results_of(pending)
-        return (time.perf_counter() - begin, [*predictions, prediction], results,
-                time.process_time() - cpu_begin)
+        return _Stream(time.perf_counter() - begin, time.process_time() - cpu_begin,
+                       [*predictions, prediction], results)
 
     # Untimed: compiles every shape the timed runs use and starts the host threads; a whole
     # stream, as the first timed round otherwise still pays for first uses.
-    warmup_seconds = predict_stream(repeats)[0]
+    warmup_seconds = predict_stream(repeats).seconds
     # Rounds alternate so that both figures of a round see the same machine: the ratio is the
     # median of the rounds' ratios (a shared machine's load drifts over seconds); frames/s are
     # the fastest of each (a busy machine only ever slows a run down).
@@ -206,18 +215,19 @@ def _time_setting(predictor: Any, config: Any, frames: np.ndarray, repeats: int,
     for _ in range(trials):
         streams.append(predict_stream(repeats))
         model_runs.append(_model_only(predictor, frames, repeats))
-    trial_ratios = [run["seconds"] / stream[0]
+    trial_ratios = [run["seconds"] / stream.seconds
                     for stream, run in zip(streams, model_runs, strict=True)]
     per_frame = 1000.0 / (repeats * num_frames)
     # What the host adds to the device programs' CPU time (on a CPU backend both share the
     # cores, so overlapping hides little of it; on a GPU the host side's own time, plus any
     # spinning wait of the runtime over the stream's longer wall time).
-    trial_host_cpu = [(stream[3] - run["cpu_seconds"]) * per_frame
+    trial_host_cpu = [(stream.cpu_seconds - run["cpu_seconds"]) * per_frame
                       for stream, run in zip(streams, model_runs, strict=True)]
-    cores_busy = {"end_to_end": float(np.median([stream[3] / stream[0] for stream in streams])),
+    cores_busy = {"end_to_end": float(np.median([stream.cpu_seconds / stream.seconds
+                                                 for stream in streams])),
                   "model_only": float(np.median([run["cpu_seconds"] / run["seconds"]
                                                  for run in model_runs]))}
-    seconds, predictions, results, _ = min(streams, key=lambda stream: stream[0])
+    seconds, _, predictions, results = min(streams, key=lambda stream: stream.seconds)
     model_only = min(model_runs, key=lambda run: run["seconds"])
     prediction = predictions[-1]
     host = {stage: sum(p.seconds.get(stage, 0.0) for p in predictions)
