@@ -15,8 +15,8 @@ host side (`inference.predictor.VideoTracking`, RLEs straight from the logits), 
 run's stage times per frame as the predictor counts them (tracking on the calling thread;
 masks+RLE summed over the pool's threads, so it can exceed the wall time), and beside it
 the full-size path it replaces (each mask upsampled to the output size in float64, then
-encoded by pycocotools; one thread), whose masks are checked to be the same. The RLEs' run
-boundaries are found where `config.inference.mask_rle` says: `auto` is the host's outline
+encoded by pycocotools; one thread), against whose masks every timed run is checked. The
+RLEs' run boundaries are found where `config.inference.mask_rle` says: `auto` is the host's outline
 path on a CPU and the device program on a GPU/TPU (whose device time then counts in the
 wall time, as it does for the predictor's threads).
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -65,10 +65,18 @@ def synthetic_windows(num_frames: int, tracks: int, grid: tuple[int, int], num_c
     return windows
 
 
+class _Run(NamedTuple):
+    """One timed post-processing run."""
+
+    seconds: float  # wall time
+    segmentations: list  # the tracks' RLEs, per track and frame
+    stage_seconds: dict[str, float]  # the predictor's stages (predictor.STAGES)
+
+
 def _run_tracking(windows: list, num_frames: int, grid: tuple[int, int],
                   output_size: tuple[int, int], threads: int, windows_per_call: int,
-                  mask_rle: str) -> tuple[float, list, dict[str, float]]:
-    """(wall seconds, the tracks' RLEs, the predictor's stage seconds) of one run."""
+                  mask_rle: str) -> _Run:
+    """Tracks and encodes `windows` as the predictor does, on `threads` RLE threads."""
     from ifc_jax.inference.predictor import STAGES, VideoTracking
 
     pool = (concurrent.futures.ThreadPoolExecutor(threads) if threads else None)
@@ -82,7 +90,7 @@ def _run_tracking(windows: list, num_frames: int, grid: tuple[int, int],
             if (index + 1) % windows_per_call == 0:
                 tracking.flush()  # as the predictor does once per device call
         prediction = tracking.finish(len(windows)).result()
-        return time.perf_counter() - begin, prediction.segmentations, seconds
+        return _Run(time.perf_counter() - begin, prediction.segmentations, seconds)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -141,10 +149,11 @@ def benchmark_postprocess(*, height: int = 720, width: int = 1280, tracks: int =
         run = (windows, num_frames, grid, output_size, count, windows_per_call, mask_rle)
         _run_tracking(*run)  # warm-up
         timed = [_run_tracking(*run) for _ in range(repeats)]
-        best, _, stages = min(timed, key=lambda result: result[0])
-        same = timed[0][1] == reference
-        runs.append({"threads": count, "ms_per_frame": 1000 * best / num_frames,
-                     "frames_per_s": num_frames / best, "same_masks_as_full_size": same,
+        best = min(timed, key=lambda run: run.seconds)
+        stages = best.stage_seconds
+        same = all(run.segmentations == reference for run in timed)
+        runs.append({"threads": count, "ms_per_frame": 1000 * best.seconds / num_frames,
+                     "frames_per_s": num_frames / best.seconds, "same_masks_as_full_size": same,
                      "tracking_ms_per_frame": 1000 * stages["tracking"] / num_frames,
                      "masks_rle_ms_per_frame": 1000 * stages["masks_rle"] / num_frames})
     return {
