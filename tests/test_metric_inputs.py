@@ -65,8 +65,22 @@ def test_results_must_be_compressed_rle_of_the_video_size():
     bad[0]["segmentations"][2] = compressed_rle(np.zeros((H + 1, W), bool))
     assert "9x12 differs from the video's 8x12" in error_of(gt, bad)
     bad = copy.deepcopy(results)
-    bad[0]["segmentations"][2] = {"size": [H, W], "counts": "zzzzzzzzzzzz"}
+    too_many = compressed_rle(np.ones((100, 100), bool))["counts"]  # 10,000 pixels set
+    bad[0]["segmentations"][2] = {"size": [H, W], "counts": too_many}
     assert "frame 2: RLE counts do not describe a 8x12 mask" in error_of(gt, bad)
+
+
+@pytest.mark.parametrize("counts", [
+    "zzzz",  # characters past 'o'
+    compressed_rle(rect(H, W, 0, 0, 3, 3))["counts"] + "\u00e9",  # non-ASCII (UTF-8 bytes)
+    "0o",  # the last group promises another: pycocotools would read past the end
+    b"0\xff1",
+])
+def test_malformed_counts_strings_are_refused_before_pycocotools(counts):
+    # pycocotools' decoder reads such strings out of bounds (crashes and hangs were seen).
+    gt, results = small_case()
+    results[0]["segmentations"][2] = {"size": [H, W], "counts": counts}
+    assert "RLE 'counts' is not a COCO compressed string" in error_of(gt, results)
 
 
 @pytest.mark.parametrize("field,value,needle", [
