@@ -102,6 +102,23 @@ def test_refuses_to_replace_a_folder_that_is_not_toy_data(tmp_path):
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
 
 
+def test_a_dataset_with_the_users_own_files_is_not_replaced(tmp_path):
+    root = tmp_path / "toy"
+    make_small_toy(str(root))
+    (root / "my_val_subset.json").write_text("keep me")  # e.g. a `split` output
+    (root / "valid" / "notes.txt").write_text("me too")
+    with pytest.raises(UserError, match=r"my_val_subset.json, valid/notes.txt, which the "
+                                        r"generator did not write"):
+        make_small_toy(str(root), num_train=2)  # other parameters
+    assert (root / "my_val_subset.json").read_text() == "keep me"
+    assert (root / "valid" / "notes.txt").read_text() == "me too"
+    assert toy.is_generated(str(root), toy.ToySpec(**SMALL_TOY)), "the old dataset is kept"
+    make_small_toy(str(root))  # the same parameters: still accepted, nothing rewritten
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is not a folder"):
+        make_small_toy(str(tmp_path / "file"))
+
+
 def test_default_videos_have_the_hard_cases():
     """Over the first 40 default-size train videos (rendered in memory, not written)."""
     spec = toy.ToySpec()

@@ -351,7 +351,8 @@ def generate_toy_dataset(root: str = "data/toy", seed: int = 0, num_train: int =
     `spec_fields` are the other `ToySpec` fields (height, width, mask_encoding, ...).
     Atomic: everything is written to a temporary sibling folder which is renamed to `root` at
     the end, so an interrupted run leaves no half dataset behind; a `root` made with other
-    parameters is replaced. Returns `root`.
+    parameters is replaced, unless it also holds files a generation does not write (a
+    `split` output, say): then a UserError names them. Returns `root`.
     """
     spec = ToySpec(seed=seed, num_train=num_train, num_val=num_val, **spec_fields)
     if spec.mask_encoding not in (*mask_codec.ENCODINGS, "mixed"):
@@ -363,9 +364,18 @@ def generate_toy_dataset(root: str = "data/toy", seed: int = 0, num_train: int =
         raise UserError(f"{root}: no toy dataset with these parameters there; the toy dataset "
                         "is generated on local disk only (generate it locally with the same "
                         "config and copy the folder there)")
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise UserError(f"{root}: exists and is not a folder; cannot hold the toy dataset")
     if os.path.exists(root) and os.listdir(root) and not os.path.isfile(
             os.path.join(root, MANIFEST)):
         raise UserError(f"{root}: exists and is not a toy dataset; refusing to replace it")
+    foreign = _foreign_entries(root)
+    if foreign:
+        raise UserError(
+            f"{root}: holds a toy dataset made with other parameters and also "
+            f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which the "
+            "generator did not write; refusing to replace it (move those away, or give "
+            "config.data.root another folder)")
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".toy-", dir=parent)
@@ -378,6 +388,28 @@ def generate_toy_dataset(root: str = "data/toy", seed: int = 0, num_train: int =
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+# What a generation writes at the root (write_toy_coco adds COCO_FOLDER): a dataset made with
+# other parameters is replaced as a whole only if it holds nothing else.
+_GENERATED = {"train": ("JPEGImages",), "valid": ("JPEGImages",), "train.json": None,
+              "valid.json": None, MANIFEST: None, "coco": None}
+
+
+def _foreign_entries(root: str) -> list[str]:
+    """Paths under `root` (relative, sorted) that no toy generation writes."""
+    if not os.path.isdir(root):
+        return []
+    foreign = []
+    for name in sorted(os.listdir(root)):
+        if name not in _GENERATED:
+            foreign.append(name)
+        elif _GENERATED[name] is not None:
+            inner = os.path.join(root, name)
+            extra = (sorted(set(os.listdir(inner)) - set(_GENERATED[name]))
+                     if os.path.isdir(inner) else ["(not a folder)"])
+            foreign += [f"{name}/{entry}" for entry in extra]
+    return foreign
 
 
 def _replace_dir(staging: str, root: str, spec: ToySpec) -> None:
