@@ -22,6 +22,7 @@ import ast
 import importlib.util
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -127,7 +128,19 @@ def _load_module(path: str) -> Any:
         spec.loader.exec_module(module)
     except SyntaxError as err:
         raise UserError(f"{path}: not valid Python ({err.msg}, line {err.lineno})") from err
+    except UserError:
+        raise
+    except Exception as err:  # a config file is the user's code: its error, in one line
+        raise UserError(f"{path}: {_raised(path, err)} while it was loaded") from err
     return module
+
+
+def _raised(path: str, err: BaseException) -> str:
+    """'ExcType: message (line N)', N the last line of `path` in the traceback if any."""
+    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(path)]
+    where = f" (line {lines[-1]})" if lines else ""
+    return f"{type(err).__name__}: {err}{where}"
 
 
 def _call_get_config(path: str, arg: str | None) -> ml_collections.ConfigDict:
@@ -136,9 +149,14 @@ def _call_get_config(path: str, arg: str | None) -> ml_collections.ConfigDict:
         raise UserError(f"{path}: a config file must define get_config()")
     try:
         config = module.get_config() if arg is None else module.get_config(arg)
+    except UserError:
+        raise
     except (TypeError, ValueError) as err:
         shown = f"{path}:{arg}" if arg is not None else path
         raise UserError(f"{shown}: get_config failed ({err})") from err
+    except Exception as err:
+        shown = f"{path}:{arg}" if arg is not None else path
+        raise UserError(f"{shown}: get_config raised {_raised(path, err)}") from err
     if not isinstance(config, ml_collections.ConfigDict):
         raise UserError(f"{path}: get_config() must return an ml_collections.ConfigDict")
     return config

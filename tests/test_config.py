@@ -204,6 +204,23 @@ def test_structure_is_checked_against_the_base(tmp_path, body, needle):
         load_config(str(path))
 
 
+@pytest.mark.parametrize("text,needle", [
+    ("x = 1\nraise RuntimeError('boom')\n", "RuntimeError: boom (line 2) while it was loaded"),
+    ("import no_such_module_here\n", "ModuleNotFoundError: No module named"),
+    ("def get_config():\n    return {}['k']\n", "get_config raised KeyError: 'k' (line 2)"),
+    ("def get_config():\n    return 5\n", "must return an ml_collections.ConfigDict"),
+])
+def test_a_config_file_that_fails_is_one_error_naming_it(tmp_path, capsys, text, needle):
+    path = tmp_path / "broken.py"
+    path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(f"{path}: ")) as info:
+        load_config(str(path))
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert cli.main(["summary", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_validate_locks_and_a_notebook_config_can_be_revalidated():
     config = recipe("tiny")
     assert not config.is_locked
