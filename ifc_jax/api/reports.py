@@ -267,6 +267,10 @@ def run_benchmark(what: str, config: Any | None = None, *, batches: int = 20, wa
         raise UserError(f"--what {what}: expected one of {', '.join(BENCHMARKS)}")
     if batches < 1 or warmup < 0 or peak_size < 0:
         raise UserError("--batches must be >= 1, --warmup and --peak-size >= 0")
+    for flag, size in (("--height", height), ("--width", width)):
+        if size is not None and size < 1:  # None is the benchmark's default size, 0 is not
+            raise UserError(f"{flag}: must be >= 1 pixel (leave it out for the default), "
+                            f"got {size}")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1 (leave it out for "
                         f"config.train.batch_size), got {batch_size}")

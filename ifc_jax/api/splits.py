@@ -101,6 +101,8 @@ def split_annotations(annotations: str, train_out: str, val_out: str, *,
         raise UserError(f"--fraction: must be between 0 and 1 (exclusive), got {fraction}")
     if count is not None and count < 1:
         raise UserError(f"--count: must be at least 1, got {count}")
+    if seed < 0:  # numpy's generators take non-negative seeds only
+        raise UserError(f"--seed: must be a non-negative integer, got {seed}")
 
     content = read_json(annotations, "YouTube-VIS annotation file")
     # The reader's validation (video entries, ids, annotations of known videos and
