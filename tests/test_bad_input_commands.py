@@ -25,6 +25,7 @@ def place(tmp_path):
     (tmp_path / "older" / "keep.bin").write_bytes(b"keep me")
     (tmp_path / "plots.png").mkdir()
     (tmp_path / "clip.mp4").write_bytes(b"not decoded: the checks come first")
+    (tmp_path / "evalout" / "results.json").mkdir(parents=True)
     return tmp_path
 
 
@@ -65,6 +66,12 @@ CASES = [
       "{T}/notes.txt"], "--output exists and is not a folder"),
     (["convert", "--from", "{T}/model.pth", "--to", "{T}/notes.txt/w", "--config", "tiny"],
      "--to cannot be written"),
+    # evaluate checks where it writes before loading the model or predicting anything.
+    (["evaluate", "--workdir", "{T}/workdir", "--output", "{T}/notes.txt/out"],
+     "--output cannot be written"),
+    (["evaluate", "--workdir", "{T}/notes.txt"], "eval: --output cannot be written"),
+    (["evaluate", "--workdir", "{T}/workdir", "--output", "{T}/evalout"],
+     "results.json: is a folder; evaluate writes this file"),
     # --overwrite replaces only an earlier output of convert: never the source, a file, or a
     # folder without conversion.json.
     (["convert", "--from", "{T}/model.pth", "--to", "{T}/model.pth", "--overwrite",
@@ -93,6 +100,8 @@ CASES = [
      "--batch-size: must be a multiple of config.train.loss_group_size (2"),
 ]
 READ_ONLY_CASES = [
+    (["evaluate", "--workdir", "{T}/workdir", "--output", READ_ONLY + "/eval"],
+     "--output cannot be written"),
     (["flops", "--plot", READ_ONLY + ".png"], "--plot cannot be written"),
     (["convert", "--from", "{T}/model.pth", "--to", READ_ONLY, "--config", "tiny"],
      "--to cannot be written"),
