@@ -212,6 +212,19 @@ def test_missing_extra_and_misshaped_keys_are_each_named(tmp_path, config, state
     assert problems == expected
 
 
+@pytest.mark.parametrize("value,bad", [(np.nan, 1), (np.inf, 1), (1e300, 2)])
+def test_non_finite_weights_are_refused(tmp_path, config, state_dict, value, bad):
+    name = f"{PREFIX}res3.1.conv2.norm.running_var"
+    array = np.array(state_dict[name], np.float64)  # float64: 1e300 passes as a number
+    array[:bad] = value
+    path = _write_pickle(tmp_path / "bad.pkl", {"model": {**state_dict, name: array}})
+    with pytest.raises(UserError) as raised:
+        convert_checkpoint(path, config, "CFG")
+    assert str(raised.value) == (
+        f"{path}: does not fit the model of CFG: {name}: {bad} of {array.size} values are not "
+        "finite in float32 (NaN, inf or beyond 3.4e38)")
+
+
 def _to_torchvision(name: str) -> str:
     """detectron2 backbone name -> torchvision name (the inverse of the converter's map)."""
     stage_names = {f"res{s}": f"layer{s - 1}" for s in range(2, 6)}

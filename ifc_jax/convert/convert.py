@@ -260,8 +260,16 @@ def _fill(source: _Source, rules: list[key_maps.Rule], expected: dict[str, tuple
             reported.update(targets)
             source.problems.append(f"{shown}: dtype {array.dtype} is not numeric")
         else:
-            for target, value in zip(targets, layout.forward(array), strict=True):
-                filled[target] = np.ascontiguousarray(value, np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # reported just below
+                values = [np.ascontiguousarray(value, np.float32)
+                          for value in layout.forward(array)]
+            bad = sum(int(np.size(value) - np.isfinite(value).sum()) for value in values)
+            if bad:  # NaN or inf in the file, or float64 values past float32's range
+                reported.update(targets)
+                source.problems.append(f"{shown}: {bad} of {array.size} values are not "
+                                       "finite in float32 (NaN, inf or beyond 3.4e38)")
+                continue
+            filled.update(zip(targets, values, strict=True))
     return filled, reported
 
 
@@ -291,6 +299,8 @@ def convert_checkpoint(path: str, config: Any, config_name: str = "the config"
     if problems:
         count = len(problems)
         problems.extend(_depth_hint(list(source.arrays), expected))
+        if len(problems) == 1:
+            raise UserError(f"{path}: does not fit the model of {config_name}: {problems[0]}")
         raise UserError(f"{path}: does not fit the model of {config_name} "
                         f"({count} problems):\n  " + "\n  ".join(problems))
 
