@@ -27,12 +27,15 @@ log = logging.getLogger("ifc_jax.train")
 State = dict[str, Any]
 
 
+CHECKPOINT_FOLDER = "checkpoints"  # under the workdir
+
+
 class Checkpoints:
     """A thin wrapper over `ocp.CheckpointManager` for the train state."""
 
     def __init__(self, workdir: str, save_every: int, keep: int):
         # Absolute: orbax refuses relative paths (URLs such as gs://... are kept as they are).
-        self.directory = storage.absolute(storage.join(workdir, "checkpoints"))
+        self.directory = storage.absolute(storage.join(workdir, CHECKPOINT_FOLDER))
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(save_interval_steps=save_every,

@@ -4,6 +4,7 @@ only under a config with the same model and data shapes."""
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,19 @@ def test_a_workdir_that_is_a_file_is_refused(tmp_path):
         prepare_workdir(str(path))
     prepare_workdir(str(tmp_path / "new" / "run"))
     assert (tmp_path / "new" / "run").is_dir() and not os.listdir(tmp_path / "new" / "run")
+
+
+@pytest.mark.parametrize("name,folder,needle", [
+    ("checkpoints", False, "checkpoints: is not a folder; train keeps its checkpoints there"),
+    ("config.json", True, "config.json: is a folder; train records its config in this file"),
+    ("config.py", True, "config.py: is a folder; train records its config in this file"),
+])
+def test_train_paths_of_the_wrong_kind_are_refused_first(tmp_path, name, folder, needle):
+    # Found at the first save otherwise: a traceback (and a hung orbax thread) after training.
+    (tmp_path / name).mkdir() if folder else (tmp_path / name).write_text("mine")
+    with pytest.raises(UserError, match=re.escape(needle)):
+        prepare_workdir(str(tmp_path))
+    assert (tmp_path / name).is_dir() == folder, "left as it was"
 
 
 def test_one_train_per_workdir_and_the_lock_is_released(tmp_path):

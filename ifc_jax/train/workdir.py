@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ifc_jax import storage
-from ifc_jax.checkpoints import CONFIG_FILE
+from ifc_jax.checkpoints import CHECKPOINT_FOLDER, CONFIG_FILE, CONFIG_RECIPE_FILE
 from ifc_jax.io import UserError, atomic_write_bytes, first_line
 
 log = logging.getLogger("ifc_jax.train")
@@ -45,6 +45,7 @@ def prepare_workdir(workdir: str) -> None:
         if storage.exists(workdir) and not storage.isdir(workdir):
             raise UserError(f"{workdir}: --workdir exists and is not a folder")
         storage.makedirs(workdir)
+        _check_own_paths(workdir)
         probe = storage.join(workdir, f".write-test-{socket.gethostname()}-{os.getpid()}")
         storage.write_bytes(probe, b"ok")
         storage.remove(probe)
@@ -57,6 +58,20 @@ def prepare_workdir(workdir: str) -> None:
         if not storage.is_url(workdir):
             raise
         raise UserError(f"{workdir}: cannot write in the workdir ({first_line(err)})") from err
+
+
+def _check_own_paths(workdir: str) -> None:
+    """UserError if a path train writes in `workdir` is there as the wrong kind (a file where
+    the checkpoint folder goes, a folder where config.json goes): found only at the first
+    save otherwise, after the first steps, as a traceback."""
+    checkpoints = storage.join(workdir, CHECKPOINT_FOLDER)
+    if storage.exists(checkpoints) and not storage.isdir(checkpoints):
+        raise UserError(f"{checkpoints}: is not a folder; train keeps its checkpoints there "
+                        "(move it away or give another --workdir)")
+    for name in (CONFIG_FILE, CONFIG_RECIPE_FILE):
+        if storage.isdir(storage.join(workdir, name)):
+            raise UserError(f"{storage.join(workdir, name)}: is a folder; train records its "
+                            "config in this file (move it away or give another --workdir)")
 
 
 def _process_alive(pid: int) -> bool:
