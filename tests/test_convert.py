@@ -311,6 +311,7 @@ def test_unreadable_files_fail_with_one_clear_line(tmp_path, config):
     marker = tmp_path / "executed"
     cases = {
         "missing.pth": None,
+        "folder.pth": "folder",
         "garbage.pth": b"\x00\x01 not a checkpoint at all",
         "truncated.pth": Path(PTH).read_bytes()[:5000],
         "legacy.pth": pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + b"rest",
@@ -320,7 +321,9 @@ def test_unreadable_files_fail_with_one_clear_line(tmp_path, config):
     messages = {}
     for name, payload in cases.items():
         path = tmp_path / name
-        if payload is not None:
+        if payload == "folder":
+            path.mkdir()
+        elif payload is not None:
             path.write_bytes(payload)
         with pytest.raises(UserError) as raised:
             convert_checkpoint(str(path), config)
@@ -328,6 +331,7 @@ def test_unreadable_files_fail_with_one_clear_line(tmp_path, config):
         assert "\n" not in messages[name] and messages[name].startswith(str(path))
     assert not marker.exists()
     assert "no such file" in messages["missing.pth"]
+    assert "is a folder, not a checkpoint file" in messages["folder.pth"]
     assert "not a readable torch .pth or pickle .pkl" in messages["garbage.pth"]
     assert "legacy (PyTorch < 1.6" in messages["legacy.pth"]
     assert "not a dict of tensors" in messages["evil.pkl"]

@@ -726,7 +726,8 @@ def load_checkpoint(path: str) -> tuple[Any, str]:
     arrays. Every failure is a UserError naming the file.
     """
     if not os.path.isfile(path):
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{path}: is a folder, not a checkpoint file" if os.path.isdir(path)
+                        else f"{path}: no such file")
     try:
         if zipfile.is_zipfile(path):
             # The archive stays open: storages are read lazily, on first use.
