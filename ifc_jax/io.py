@@ -8,6 +8,7 @@ import errno
 import io as io_module
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,8 @@ class UserError(Exception):
 def read_json(path: str, what: str = "JSON file") -> Any:
     """The parsed content of the JSON file at `path`; a missing, unreadable or malformed file
     raises UserError naming it (`what` says what the file should be, e.g. "results file")."""
+    if not storage.is_url(path) and _is_device(path):  # /dev/zero would fill the memory
+        raise UserError(f"{path}: is a device, expected a {what}")
     try:
         raw = storage.read_bytes(path)
     except FileNotFoundError as err:
@@ -55,6 +58,15 @@ def read_json(path: str, what: str = "JSON file") -> Any:
                         f"{err.colno}: {err.msg})") from err
     except RecursionError as err:
         raise UserError(f"{path}: {what} nests arrays or objects too deeply") from err
+
+
+def _is_device(path: str) -> bool:
+    """Whether `path` is a character or block device (a pipe or a regular file is not)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # reported by the read
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
 def first_line(err: BaseException) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -167,6 +169,15 @@ def test_files_missing_or_malformed(tmp_path):
         load_ground_truth(str(tmp_path / "nope.json"))
     with pytest.raises(UserError, match="is a folder"):
         load_ground_truth(str(tmp_path))
+    if os.path.exists("/dev/zero"):  # endless: reading it whole would fill the memory
+        with pytest.raises(UserError, match="/dev/zero: is a device, expected a results"):
+            load_results("/dev/zero", parsed)
     good = tmp_path / "good.json"
     good.write_text(json.dumps(results))
     assert len(load_results(str(good), parsed)) == 1
+    fifo = tmp_path / "pipe.json"  # a pipe is read as a file (as `<(cat file)` gives)
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=(json.dumps(results),))
+    writer.start()
+    assert len(load_results(str(fifo), parsed)) == 1
+    writer.join()
