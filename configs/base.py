@@ -62,8 +62,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Data: training clip sampling and augmentation, test-time resize (docs/training.md,
     # docs/inference.md).
     config.data = ml_collections.ConfigDict()
-    # dataset: toy (generated on first use) | tfds (a youtube_vis TFDS build) | any other
-    # name (ytvis19, ytvis21, ovis): YouTube-VIS JSON + frame folders under root
+    # dataset: toy (generated on first use; a root made with other toy parameters is
+    # regenerated, unless it also holds files the generator did not write) | tfds (a
+    # youtube_vis TFDS build) | any other name (ytvis19, ytvis21, ovis): YouTube-VIS JSON +
+    # frame folders under root
     # (data/README.md shows the layout and the overrides for YouTube-VIS 2021 and OVIS).
     config.data.dataset = "ytvis19"
     config.data.root = "data/ytvis_2019"
