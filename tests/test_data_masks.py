@@ -36,6 +36,24 @@ def test_compressed_rle_counts_match_the_run_lengths_of_random_masks():
         assert mask_codec.compressed_rle_counts(counts).tolist() == expected
 
 
+def test_compressed_rle_runs_of_many_strings_at_once():
+    rng = np.random.default_rng(2)
+    strings, expected, owners = [], [], []
+    for index in range(40):
+        height, width = (int(v) for v in rng.integers(1, 40, size=2))
+        mask = rng.random((height, width)) < rng.uniform(0.0, 1.0)
+        strings.append(mask_codec.encode_rle(mask)["counts"])
+        runs = mask_codec.encode_uncompressed_rle(mask)["counts"]  # pycocotools-independent
+        expected += runs
+        owners += [index] * len(runs)
+    runs, owner = mask_codec.compressed_rle_runs(strings)
+    assert runs.tolist() == expected and owner.tolist() == owners
+    for bad, message in (("", "non-empty"), ("1~", "'0'..'o'"), ("1o", "middle of a number")):
+        with pytest.raises(mask_codec.SegmentationFormatError, match=message) as info:
+            mask_codec.compressed_rle_runs([strings[0], strings[1], bad, strings[2]])
+        assert info.value.index == 2
+
+
 def test_hand_written_uncompressed_rle_decodes():
     # 6x8 mask with rows 1-2 of columns 2-3 set: 13 zeros, 2 ones, 4 zeros, 2 ones, 27 zeros.
     segmentation = {"size": [6, 8], "counts": [13, 2, 4, 2, 27]}

@@ -67,9 +67,14 @@ def test_results_must_be_compressed_rle_of_the_video_size():
     bad[0]["segmentations"][2] = compressed_rle(np.zeros((H + 1, W), bool))
     assert "9x12 differs from the video's 8x12" in error_of(gt, bad)
     bad = copy.deepcopy(results)
-    too_many = compressed_rle(np.ones((100, 100), bool))["counts"]  # 10,000 pixels set
+    too_many = compressed_rle(np.ones((100, 100), bool))["counts"]  # 10,000 pixels
     bad[0]["segmentations"][2] = {"size": [H, W], "counts": too_many}
-    assert "frame 2: RLE counts do not describe a 8x12 mask" in error_of(gt, bad)
+    assert "frame 2: RLE counts sum to 10000, not 8x12 = 96" in error_of(gt, bad)
+    # Too few pixels: pycocotools' IoU would loop forever on it.
+    bad[0]["segmentations"][2] = compressed_rle(np.ones((4, W), bool)) | {"size": [H, W]}
+    assert "frame 2: RLE counts sum to 48, not 8x12 = 96" in error_of(gt, bad)
+    bad[0]["segmentations"][2] = {"size": [H, W], "counts": "0O"}  # runs 0, -1
+    assert "frame 2: RLE counts must not be negative" in error_of(gt, bad)
 
 
 @pytest.mark.parametrize("counts", [

@@ -80,28 +80,62 @@ def compressed_rle_counts(counts: str | bytes) -> np.ndarray:
     bit 0x20 means "more characters follow", bit 0x10 of the last one is the sign; from the
     fourth run on, each value is stored as the difference to the run two places before.
     """
-    raw = counts.encode() if isinstance(counts, str) else bytes(counts)
-    values = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
-    if values.size == 0 or values.min() < 0 or values.max() > 63:
-        raise SegmentationFormatError("compressed RLE counts must be a non-empty string of "
-                                      "characters '0'..'o'")
+    return compressed_rle_runs([counts])[0]
+
+
+def compressed_rle_runs(counts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """`compressed_rle_counts` of many strings at once, in numpy passes over all their runs:
+    (run lengths int64 (R,) of all strings in order, the string index (R,) of each). A bad
+    string raises SegmentationFormatError with its position as `.index`."""
+    raws = [c.encode() if isinstance(c, str) else bytes(c) for c in counts]
+    lengths = np.fromiter(map(len, raws), np.int64, len(raws))
+    string_last = np.cumsum(lengths) - 1
+    values = np.frombuffer(b"".join(raws), dtype=np.uint8) - np.uint8(48)  # wraps below '0'
+    if (lengths == 0).any():
+        raise _format_error("compressed RLE counts must be a non-empty string of characters "
+                            "'0'..'o'", int(np.argmin(lengths)))
+    bad = values > 63
+    if bad.any():
+        raise _format_error("compressed RLE counts must be a non-empty string of characters "
+                            "'0'..'o'", int(np.searchsorted(string_last, np.argmax(bad))))
     more = (values & 0x20) != 0
-    if more[-1]:
-        raise SegmentationFormatError("compressed RLE counts end in the middle of a number")
-    last_of_run = np.flatnonzero(~more)
-    run_of_char = np.concatenate([[0], np.cumsum(~more)[:-1]])
-    first_of_run = np.concatenate([[0], last_of_run[:-1] + 1])
-    position_in_run = np.arange(values.size) - first_of_run[run_of_char]
-    if position_in_run.max() > 11:  # > 60 bits: not a count any real mask has
-        raise SegmentationFormatError("compressed RLE counts hold an impossibly large number")
-    runs = np.zeros(last_of_run.size, dtype=np.int64)
-    np.add.at(runs, run_of_char, (values & 0x1F) << (5 * position_in_run))
-    negative = (values[last_of_run] & 0x10) != 0
-    runs[negative] -= np.int64(1) << (5 * (position_in_run[last_of_run][negative] + 1))
-    result = runs.copy()  # undo the differences: runs 1, 3, 5, ... and 2, 4, ... are sums
-    result[1::2] = np.cumsum(runs[1::2])
-    result[2::2] = np.cumsum(runs[2::2])
-    return result
+    if more[string_last].any():  # so every string ends a number: none spans two strings
+        raise _format_error("compressed RLE counts end in the middle of a number",
+                            int(np.argmax(more[string_last])))
+    last = np.flatnonzero(~more)
+    first = np.empty_like(last)
+    first[0], first[1:] = 0, last[:-1] + 1
+    length = last - first + 1
+    if length.max() > 12:  # > 60 bits: not a count any real mask has
+        raise _format_error("compressed RLE counts hold an impossibly large number",
+                            int(np.searchsorted(string_last, last[np.argmax(length)])))
+    runs = (values[first] & 0x1F).astype(np.int64)
+    for position in range(1, int(length.max())):  # 5 more bits per character, low first
+        longer = np.flatnonzero(length > position)
+        runs[longer] |= (values[first[longer] + position] & 0x1F).astype(np.int64) << (
+            5 * position)
+    negative = np.flatnonzero(values[last] & 0x10)
+    runs[negative] -= np.int64(1) << (5 * length[negative])
+    # Undo the differences: within a string, runs 1, 3, 5, ... and 2, 4, ... are running
+    # sums (run 0 stands alone).
+    runs_per_string = np.diff(np.searchsorted(last, string_last, side="right"), prepend=0)
+    string_of_run = np.repeat(np.arange(len(raws)), runs_per_string)
+    in_string = np.arange(runs.size) - np.repeat(np.cumsum(runs_per_string) - runs_per_string,
+                                                 runs_per_string)
+    for parity in (1, 0):
+        chosen = np.flatnonzero(((in_string & 1) == parity) & (in_string > 0))
+        if chosen.size:
+            per_string = np.bincount(string_of_run[chosen], minlength=len(raws))
+            sums = np.cumsum(runs[chosen])
+            before = np.repeat(np.cumsum(per_string) - per_string, per_string)
+            runs[chosen] = sums - (sums[before] - runs[chosen][before])
+    return runs, string_of_run
+
+
+def _format_error(message: str, index: int) -> SegmentationFormatError:
+    error = SegmentationFormatError(message)
+    error.index = index
+    return error
 
 
 def check_segmentation(segmentation: Any, height: int, width: int) -> str:

@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from ifc_jax.data.masks import check_segmentation, rle_areas, rle_boxes, to_compressed_rle
+from ifc_jax.data.masks import (
+    SegmentationFormatError,
+    check_segmentation,
+    compressed_rle_runs,
+    rle_areas,
+    rle_boxes,
+    to_compressed_rle,
+)
 from ifc_jax.data.ytvis import has_ground_truth
 from ifc_jax.io import UserError, read_json
 
@@ -109,21 +116,35 @@ def _frame_stats(frames: list[dict | None], height: int, width: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame mask areas (F,) int64 and boxes (F, 4), zeros where absent.
 
-    A cheap sanity check of the RLE strings (pycocotools does none): a mask must fit its frame.
+    The RLE strings are checked first (pycocotools checks nothing; its IoU loops forever on
+    an RLE shorter than the frame): their runs must be non-negative and cover the frame.
     """
     areas = np.zeros(len(frames), np.int64)
     boxes = np.zeros((len(frames), 4))
     present = [t for t, rle in enumerate(frames) if rle is not None]
     if present:
         rles = [frames[t] for t in present]
+        _check_runs(rles, present, height, width)
         areas[present] = rle_areas(rles)
         boxes[present] = rle_boxes(rles)
-    outside = (areas > height * width) | (boxes[:, 0] + boxes[:, 2] > width) | \
-        (boxes[:, 1] + boxes[:, 3] > height)
-    if outside.any():
-        raise ValueError(f"frame {int(np.argmax(outside))}: RLE counts do not describe a "
-                         f"{height}x{width} mask")
     return areas, boxes
+
+
+def _check_runs(rles: list[dict], frame_of: list[int], height: int, width: int) -> None:
+    """ValueError naming the frame unless each RLE's runs are >= 0 and sum to height*width."""
+    try:
+        runs, owner = compressed_rle_runs([rle["counts"] for rle in rles])
+    except SegmentationFormatError as err:
+        raise ValueError(f"frame {frame_of[err.index]}: {err}") from err
+    negative = np.flatnonzero(runs < 0)
+    if negative.size:
+        raise ValueError(f"frame {frame_of[owner[negative[0]]]}: RLE counts must not be "
+                         "negative")
+    totals = np.bincount(owner, weights=runs, minlength=len(rles))
+    wrong = np.flatnonzero(totals != height * width)
+    if wrong.size:
+        raise ValueError(f"frame {frame_of[wrong[0]]}: RLE counts sum to "
+                         f"{int(totals[wrong[0]])}, not {height}x{width} = {height * width}")
 
 
 def _track_frames(segmentations: Any, height: int, width: int, length: int, *,
