@@ -29,7 +29,14 @@ ENCODINGS = ("rle", "uncompressed_rle", "polygon")
 
 
 class SegmentationFormatError(ValueError):
-    """A segmentation entry that is not one of the accepted encodings, or has the wrong size."""
+    """A segmentation entry that is not one of the accepted encodings, or has the wrong size.
+
+    `index`: the position of the bad entry when many were checked at once, else None.
+    """
+
+    def __init__(self, message: str, index: int | None = None):
+        super().__init__(message)
+        self.index = index
 
 
 def is_absent(segmentation: Any) -> bool:
@@ -88,27 +95,29 @@ def compressed_rle_runs(counts: Sequence[str | bytes]) -> tuple[np.ndarray, np.n
     (run lengths int64 (R,) of all strings in order, the string index (R,) of each). A bad
     string raises SegmentationFormatError with its position as `.index`."""
     raws = [c.encode() if isinstance(c, str) else bytes(c) for c in counts]
+    if not raws:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     lengths = np.fromiter(map(len, raws), np.int64, len(raws))
     string_last = np.cumsum(lengths) - 1
     values = np.frombuffer(b"".join(raws), dtype=np.uint8) - np.uint8(48)  # wraps below '0'
-    if (lengths == 0).any():
-        raise _format_error("compressed RLE counts must be a non-empty string of characters "
-                            "'0'..'o'", int(np.argmin(lengths)))
     bad = values > 63
-    if bad.any():
-        raise _format_error("compressed RLE counts must be a non-empty string of characters "
-                            "'0'..'o'", int(np.searchsorted(string_last, np.argmax(bad))))
+    if (lengths == 0).any() or bad.any():
+        index = np.argmin(lengths) if (lengths == 0).any() else np.searchsorted(
+            string_last, np.argmax(bad))
+        raise SegmentationFormatError("compressed RLE counts must be a non-empty string of "
+                                      "characters '0'..'o'", int(index))
     more = (values & 0x20) != 0
     if more[string_last].any():  # so every string ends a number: none spans two strings
-        raise _format_error("compressed RLE counts end in the middle of a number",
-                            int(np.argmax(more[string_last])))
+        raise SegmentationFormatError("compressed RLE counts end in the middle of a number",
+                                      int(np.argmax(more[string_last])))
     last = np.flatnonzero(~more)
     first = np.empty_like(last)
     first[0], first[1:] = 0, last[:-1] + 1
     length = last - first + 1
     if length.max() > 12:  # > 60 bits: not a count any real mask has
-        raise _format_error("compressed RLE counts hold an impossibly large number",
-                            int(np.searchsorted(string_last, last[np.argmax(length)])))
+        raise SegmentationFormatError(
+            "compressed RLE counts hold an impossibly large number",
+            int(np.searchsorted(string_last, last[np.argmax(length)])))
     runs = (values[first] & 0x1F).astype(np.int64)
     for position in range(1, int(length.max())):  # 5 more bits per character, low first
         longer = np.flatnonzero(length > position)
@@ -130,12 +139,6 @@ def compressed_rle_runs(counts: Sequence[str | bytes]) -> tuple[np.ndarray, np.n
             before = np.repeat(np.cumsum(per_string) - per_string, per_string)
             runs[chosen] = sums - (sums[before] - runs[chosen][before])
     return runs, string_of_run
-
-
-def _format_error(message: str, index: int) -> SegmentationFormatError:
-    error = SegmentationFormatError(message)
-    error.index = index
-    return error
 
 
 def check_segmentation(segmentation: Any, height: int, width: int) -> str:
