@@ -77,17 +77,20 @@ def test_results_must_be_compressed_rle_of_the_video_size():
     assert "frame 2: RLE counts must not be negative" in error_of(gt, bad)
 
 
-@pytest.mark.parametrize("counts", [
-    "zzzz",  # characters past 'o'
-    compressed_rle(rect(H, W, 0, 0, 3, 3))["counts"] + "\u00e9",  # non-ASCII (UTF-8 bytes)
-    "0o",  # the last group promises another: pycocotools would read past the end
-    b"0\xff1",
+@pytest.mark.parametrize("counts,needle", [
+    ("zzzz", "characters '0'..'o'"),  # characters past 'o'
+    (compressed_rle(rect(H, W, 0, 0, 3, 3))["counts"] + "\u00e9",  # non-ASCII (UTF-8 bytes)
+     "characters '0'..'o'"),
+    ("0o", "end in the middle of a number"),  # pycocotools would read past the end
+    (b"0\xff1", "characters '0'..'o'"),
 ])
-def test_malformed_counts_strings_are_refused_before_pycocotools(counts):
+def test_malformed_counts_strings_are_refused_before_pycocotools(counts, needle):
     # pycocotools' decoder reads such strings out of bounds (crashes and hangs were seen).
     gt, results = small_case()
     results[0]["segmentations"][2] = {"size": [H, W], "counts": counts}
-    assert "RLE 'counts' is not a COCO compressed string" in error_of(gt, results)
+    message = error_of(gt, results)
+    assert message.startswith("res.json: ") and "frame 2: compressed RLE counts " in message
+    assert needle in message
 
 
 @pytest.mark.parametrize("field,value,needle", [

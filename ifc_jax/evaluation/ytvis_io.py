@@ -7,7 +7,6 @@ docstring for what is refused where the official evaluator would crash or misbeh
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,20 +60,6 @@ def _is_number(value: Any) -> bool:
             and math.isfinite(value))
 
 
-# COCO's compressed counts: 6-bit groups written as the characters 48..111 ('0'..'o'), bit 5
-# of each marking "more groups follow". pycocotools' C decoder trusts its input: another
-# character, or a last group that promises more, makes it read past the string's end.
-_COUNTS_STRING = re.compile(rb"[0-o]*[0-O]")
-
-
-def _check_counts_string(counts: str | bytes) -> None:
-    """ValueError unless `counts` is a well-formed COCO compressed counts string."""
-    data = counts.encode("utf-8") if isinstance(counts, str) else counts
-    if data and not _COUNTS_STRING.fullmatch(data):
-        raise ValueError("RLE 'counts' is not a COCO compressed string (characters '0'..'o', "
-                         "the last one '0'..'O')")
-
-
 def _frame_rle(segmentation: Any, height: int, width: int, results: bool) -> dict | None:
     """One frame entry as a compressed RLE (None if absent: null, {} or [] are all absent)."""
     if segmentation is None or (isinstance(segmentation, dict | list) and not segmentation):
@@ -86,7 +71,6 @@ def _frame_rle(segmentation: Any, height: int, width: int, results: bool) -> dic
         if tuple(size) != (height, width):
             raise ValueError(f"mask size {size[0]}x{size[1]} differs from the video's "
                              f"{height}x{width}")
-        _check_counts_string(segmentation["counts"])
         return {"size": [height, width], "counts": segmentation["counts"]}
     if results:
         raise ValueError("result masks must be compressed RLE ({'size', 'counts': str}) or "
