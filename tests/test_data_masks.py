@@ -54,6 +54,20 @@ def test_compressed_rle_runs_of_many_strings_at_once():
         assert info.value.index == 2
 
 
+def test_run_totals_name_the_first_bad_rle_of_many():
+    # 2x3 frames (6 pixels each): the runs of all RLEs, and the RLE each run belongs to.
+    owner = np.array([0, 0, 1, 1, 1, 2])
+    mask_codec.check_run_totals(np.array([2, 4, 0, 5, 1, 6]), owner, 3, 2, 3)
+    cases = ((np.array([2, 4, 0, 5, 2, 6]), owner, 3, "sum to 7, not 2x3 = 6", 1),
+             (np.array([2, 4, 0, 7, -1, 6]), owner, 3, "must not be negative", 1),
+             # A fourth RLE with no runs at all covers nothing.
+             (np.array([2, 4, 0, 5, 1, 6]), owner, 4, "sum to 0, not 2x3 = 6", 3))
+    for runs, owners, count, message, index in cases:
+        with pytest.raises(mask_codec.SegmentationFormatError, match=message) as info:
+            mask_codec.check_run_totals(runs, owners, count, 2, 3)
+        assert info.value.index == index
+
+
 def test_hand_written_uncompressed_rle_decodes():
     # 6x8 mask with rows 1-2 of columns 2-3 set: 13 zeros, 2 ones, 4 zeros, 2 ones, 27 zeros.
     segmentation = {"size": [6, 8], "counts": [13, 2, 4, 2, 27]}
@@ -104,7 +118,7 @@ def test_bbox_of_mask():
     ({"size": [6, 8], "counts": ""}, "non-empty string"),
     ({"size": [6, 8], "counts": "\u00e9"}, "characters '0'..'o'"),  # aborts pycocotools
     ({"size": [6, 8], "counts": "abc"}, "end in the middle of a number"),
-    ({"size": [6, 8], "counts": "122O"}, "counts sum to 6, not height\\*width = 48"),
+    ({"size": [6, 8], "counts": "122O"}, "counts sum to 6, not 6x8 = 48"),
     ([[0, 0, "x", 1, 2, 2]], "coordinates must be numbers"),
     ({"counts": "abc"}, "needs both 'size' and 'counts'"),
     ("not a mask", "expected RLE"),

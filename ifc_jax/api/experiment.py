@@ -112,12 +112,9 @@ def evaluate(config: Any | None, workdir: str, *, weights: str | None = None,
     `config` None: the config the training recorded in the workdir.
     """
     output = output or storage.join(workdir, "eval")
-    # Before the model is loaded and the split predicted: the files come at the very end.
-    check_write_target(output, "--output", folder=True)
-    for name in ("results.json", "metrics.json"):
-        if storage.isdir(storage.join(output, name)):
-            raise UserError(f"{storage.join(output, name)}: is a folder; evaluate writes this "
-                            "file (move it away or give another --output)")
+    from ifc_jax.evaluation.evaluate import check_output_dir
+
+    check_output_dir(output)  # before the model is loaded and the split predicted
     return load(workdir, config, weights=weights).evaluate(output, split=split)
 
 

@@ -141,6 +141,28 @@ def compressed_rle_runs(counts: Sequence[str | bytes]) -> tuple[np.ndarray, np.n
     return runs, string_of_run
 
 
+def check_run_totals(runs: np.ndarray, owner: np.ndarray, count: int, height: int,
+                     width: int) -> None:
+    """Each of `count` RLEs must have runs >= 0 that cover a height x width frame exactly.
+
+    runs: int64 (R,) run lengths of all RLEs in order; owner: int64 (R,) the RLE index of each
+    run (as `compressed_rle_runs` returns them). Raises SegmentationFormatError with the first
+    bad RLE's position as `.index`.
+    """
+    negative = np.flatnonzero(runs < 0)
+    if negative.size:
+        raise SegmentationFormatError("RLE counts must not be negative",
+                                      int(owner[negative[0]]))
+    # Float sums are exact far past any frame size, and with no negative run a huge one
+    # cannot round down onto height*width.
+    totals = np.bincount(owner, weights=runs, minlength=count)
+    wrong = np.flatnonzero(totals != height * width)
+    if wrong.size:
+        raise SegmentationFormatError(
+            f"RLE counts sum to {int(totals[wrong[0]])}, not {height}x{width} = "
+            f"{height * width}", int(wrong[0]))
+
+
 def check_segmentation(segmentation: Any, height: int, width: int) -> str:
     """Validates one frame entry against the video size without decoding it.
 
@@ -161,11 +183,7 @@ def check_segmentation(segmentation: Any, height: int, width: int) -> str:
             runs = np.asarray(counts, dtype=np.int64)
         else:
             raise SegmentationFormatError("uncompressed RLE counts must be integers")
-        if runs.size and runs.min() < 0:
-            raise SegmentationFormatError("RLE counts must not be negative")
-        if int(runs.sum()) != height * width:
-            raise SegmentationFormatError(
-                f"RLE counts sum to {int(runs.sum())}, not height*width = {height * width}")
+        check_run_totals(runs, np.zeros(runs.size, np.int64), 1, height, width)
     elif kind == "polygon":
         for polygon in segmentation:
             if len(polygon) % 2:

@@ -38,12 +38,21 @@ from ifc_jax.evaluation.results import result_options, video_results, write_resu
 from ifc_jax.evaluation.ytvis_metric import evaluate_results
 from ifc_jax.inference.packing import PackedVideos
 from ifc_jax.inference.predictor import STAGES, PendingPrediction, VideoPredictor
-from ifc_jax.io import UserError, atomic_write_bytes, atomic_writer, read_json
+from ifc_jax.io import (
+    UserError,
+    atomic_write_bytes,
+    atomic_writer,
+    check_write_target,
+    read_json,
+)
 from ifc_jax.models.ifc import IFC
 
 log = logging.getLogger("ifc_jax.evaluate")
 # Videos each device stream keeps submitted beyond the one whose results it collects.
 VIDEOS_AHEAD = 2
+# The files an evaluation writes into its output folder.
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.json"
 
 
 @dataclasses.dataclass
@@ -229,6 +238,18 @@ def share_path(output_dir: str, process_index: int, process_count: int) -> str:
     return storage.join(output_dir, f".share-{process_index}-of-{process_count}.json.part")
 
 
+def check_output_dir(output_dir: str, flag: str = "--output") -> None:
+    """UserError unless `output_dir` can take an evaluation's files: a writable folder (or
+    one that can be made) where neither file's name is taken by a folder. Cheap; call it
+    before predicting, since the files are written only at the very end."""
+    check_write_target(output_dir, flag, folder=True)
+    for name in (RESULTS_FILE, METRICS_FILE):
+        path = storage.join(output_dir, name)
+        if storage.isdir(path):
+            raise UserError(f"{path}: is a folder; evaluate writes this file (move it away "
+                            f"or give another {flag})")
+
+
 def write_evaluation(dataset: YtvisDataset, predicted: EvalShare, output_dir: str,
                      run: dict[str, Any] | None = None) -> dict[str, Any]:
     """Writes OUTPUT_DIR/results.json of the predictions of all of `dataset` and, when it is
@@ -242,8 +263,8 @@ def write_evaluation(dataset: YtvisDataset, predicted: EvalShare, output_dir: st
     if images:
         results = coco_detections(results)
     storage.makedirs(output_dir)
-    results_path = storage.join(output_dir, "results.json")
-    metrics_path = storage.join(output_dir, "metrics.json")
+    results_path = storage.join(output_dir, RESULTS_FILE)
+    metrics_path = storage.join(output_dir, METRICS_FILE)
     # Both files are written beside their targets and renamed together at the end, so a
     # failure leaves the previous pair, never a new results.json beside old metrics.
     pending_results = storage.join(output_dir, f".results-{os.getpid()}.json.part")

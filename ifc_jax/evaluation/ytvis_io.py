@@ -14,6 +14,7 @@ import numpy as np
 
 from ifc_jax.data.masks import (
     SegmentationFormatError,
+    check_run_totals,
     check_segmentation,
     compressed_rle_runs,
     rle_areas,
@@ -118,17 +119,9 @@ def _check_runs(rles: list[dict], frame_of: list[int], height: int, width: int) 
     """ValueError naming the frame unless each RLE's runs are >= 0 and sum to height*width."""
     try:
         runs, owner = compressed_rle_runs([rle["counts"] for rle in rles])
+        check_run_totals(runs, owner, len(rles), height, width)
     except SegmentationFormatError as err:
         raise ValueError(f"frame {frame_of[err.index]}: {err}") from err
-    negative = np.flatnonzero(runs < 0)
-    if negative.size:
-        raise ValueError(f"frame {frame_of[owner[negative[0]]]}: RLE counts must not be "
-                         "negative")
-    totals = np.bincount(owner, weights=runs, minlength=len(rles))
-    wrong = np.flatnonzero(totals != height * width)
-    if wrong.size:
-        raise ValueError(f"frame {frame_of[wrong[0]]}: RLE counts sum to "
-                         f"{int(totals[wrong[0]])}, not {height}x{width} = {height * width}")
 
 
 def _track_frames(segmentations: Any, height: int, width: int, length: int, *,
