@@ -13,11 +13,15 @@ from ifc_jax.benchmarks import inference as benchmark_inference
 from ifc_jax.checkpoints import Checkpoints, write_config_json
 from tests.test_gpu_run import load_gpu_run
 
+# The tiny model with fewer transformer layers: what is timed does not matter here, only
+# what is reported; less to compile.
+FEWER_LAYERS = ["--config.model.enc_layers=1", "--config.model.dec_layers=2"]
+
 
 def test_inference_benchmark_json(capsys):
     code = cli.main(["benchmark", "--what", "inference", "--json", "--height", "64",
                      "--width", "96", "--frames", "8", "--dtypes", "float32", "bfloat16",
-                     "--peak-size", "128", "--trials", "2"])
+                     "--peak-size", "128", "--trials", "2", *FEWER_LAYERS])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)  # the one JSON object on stdout
@@ -82,7 +86,7 @@ def test_inference_benchmark_json(capsys):
 
 def test_inference_benchmark_table_and_bad_dtype(capsys):
     code = cli.main(["benchmark", "--what", "inference", "--height", "32", "--width", "32",
-                     "--frames", "2", "--peak-size", "64", "--trials", "1"])
+                     "--frames", "2", "--peak-size", "64", "--trials", "1", *FEWER_LAYERS])
     out = capsys.readouterr().out
     assert code == 0 and "near_online" in out and "% of peak" in out and "ratio" in out
     code = cli.main(["benchmark", "--what", "inference", "--dtypes", "float16"])
@@ -106,6 +110,7 @@ def test_limit_kept_queries_keeps_that_many_in_the_first_window(tiny_config):
     from ifc_jax.inference.predictor import VideoPredictor
     from ifc_jax.inference.tracking import kept_query_mask
 
+    tiny_config.model.enc_layers, tiny_config.model.dec_layers = 1, 2  # as FEWER_LAYERS
     model, variables = benchmark_inference.random_model(tiny_config)
     frames = np.stack(list(benchmark_inference.synthetic_frames(5, 64, 96, seed=1)))
     predictor = VideoPredictor(model, variables, window_frames=5, window_stride=1,
@@ -128,7 +133,7 @@ def test_kept_queries_are_calibrated_for_each_setting_s_own_windows(capsys):
     code = cli.main(["benchmark", "--what", "inference", "--json", "--height", "64",
                      "--width", "96", "--frames", "12", "--kept-queries", "2",
                      "--dtypes", "float32", "--peak-size", "64", "--trials", "1",
-                     "--repeats", "1"])
+                     "--repeats", "1", *FEWER_LAYERS])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     settings = json.loads(captured.out)["runs"][0]["settings"]
@@ -206,6 +211,7 @@ def test_inference_benchmark_times_the_trained_model_of_a_workdir(tmp_path, caps
                                                                    tiny_config):
     """--weights: the workdir's checkpoint and the config recorded there, not random weights.
     The checkpoint's no-object logit is raised so far that no query is kept: no tracks."""
+    tiny_config.model.enc_layers, tiny_config.model.dec_layers = 1, 2  # as FEWER_LAYERS
     _, variables = benchmark_inference.random_model(tiny_config, seed=3)
     head = dict(variables["params"]["class_embed"])
     last = max(head, key=lambda name: int(name.split("_")[-1]))  # layers_<i>: the logits

@@ -14,6 +14,9 @@ B, T, H, W = 2, 3, 64, 96
 @pytest.fixture(scope="module")
 def tiny():
     config = load_config("configs/tiny.py")
+    # One encoder layer and two decoder layers (one aux output): every kind of layer, less
+    # to compile than the recipe's 3 + 3.
+    config.model.enc_layers, config.model.dec_layers = 1, 2
     model = IFC.from_config(config.model)
     rng = np.random.RandomState(0)
     frames = jnp.asarray(rng.randint(0, 256, (B, T, H, W, 3)), jnp.uint8)
@@ -29,8 +32,9 @@ def test_output_shapes_train_and_eval(tiny):
     n, k = config.model.num_queries, config.model.num_classes
     train_out = jax.jit(lambda v, f, p: model.apply(
         v, f, p, train=True, rngs={"dropout": jax.random.key(1)}))(variables, frames, padding)
-    assert train_out["pred_logits"].shape == (3, B, n, k + 1)
-    assert train_out["pred_masks"].shape == (3, B, n, T, H // 8, W // 8)
+    layers = config.model.dec_layers  # train: every decoder layer's outputs
+    assert train_out["pred_logits"].shape == (layers, B, n, k + 1)
+    assert train_out["pred_masks"].shape == (layers, B, n, T, H // 8, W // 8)
     eval_out = jax.jit(model.apply)(variables, frames, padding)
     assert eval_out["pred_logits"].shape == (1, B, n, k + 1)
     assert eval_out["pred_masks"].shape == (1, B, n, T, H // 8, W // 8)
@@ -44,8 +48,9 @@ def test_output_shapes_train_and_eval(tiny):
 
 def test_bfloat16_forward_under_jit_is_close_to_float32(tiny):
     config, model, variables, frames, padding = tiny
-    config.model.dtype = "bfloat16"
-    model_bf16 = IFC.from_config(config.model)
+    settings = config.model.copy_and_resolve_references()  # the fixture's config stays
+    settings.dtype = "bfloat16"
+    model_bf16 = IFC.from_config(settings)
     out32 = jax.jit(model.apply)(variables, frames, padding)
     out16 = jax.jit(model_bf16.apply)(variables, frames, padding)  # same float32 params
     for key in ("pred_logits", "pred_masks"):
@@ -61,8 +66,10 @@ def test_bfloat16_forward_under_jit_is_close_to_float32(tiny):
 def test_every_communication_variant_builds_and_runs(tiny):
     config, _, _, frames, padding = tiny
     for variant in ("no_comm", "full_thw", "decompose_thw"):
-        config.model.communication = variant
-        model = IFC.from_config(config.model)
+        # One layer of each kind: the variant is each encoder layer's; less to compile.
+        settings = config.model.copy_and_resolve_references()
+        settings.communication, settings.enc_layers, settings.dec_layers = variant, 1, 1
+        model = IFC.from_config(settings)
         clip, clip_padding = frames[:1, :2, :32, :32], padding[:1, :2, :32, :32]
         variables = jax.jit(model.init)(jax.random.key(0), clip, clip_padding)
         out = jax.jit(model.apply)(variables, clip, clip_padding)
@@ -124,6 +131,7 @@ def test_r50_parameter_counts_match_the_released_model():
 def test_head_initialisation_follows_spec(tiny):
     config = load_config("configs/tiny.py")
     config.model.hidden_dim = 64
+    config.model.enc_layers, config.model.dec_layers = 1, 1  # only the heads are checked
     model = IFC.from_config(config.model)
     frames = jnp.zeros((1, 2, 64, 64, 3), jnp.uint8)
     params = jax.jit(model.init)(jax.random.key(3), frames,
@@ -144,6 +152,8 @@ def test_padding_a_clip_in_time_leaves_valid_frames_unchanged(variant):
     """A 2-frame window padded to 4 frames with frame_valid gives the 2-frame outputs."""
     config = load_config("configs/tiny.py")
     config.model.communication = variant
+    # Two encoder layers (padding must not leak from one into the next), one decoder layer.
+    config.model.enc_layers, config.model.dec_layers = 2, 1
     model = IFC.from_config(config.model)
     rng = np.random.RandomState(1)
     frames = jnp.asarray(rng.randint(0, 256, (2, 32, 48, 3)), jnp.uint8)

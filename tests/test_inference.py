@@ -17,6 +17,7 @@ from ifc_jax.inference.packing import PackedVideos
 from ifc_jax.inference.predictor import VideoPredictor, window_bounds
 from ifc_jax.models.ifc import IFC
 from tests import numpy_reference as ref
+from tests.test_train_loop import SMALL_MODEL
 
 
 def test_window_bounds_follow_the_reference_loop():
@@ -32,6 +33,8 @@ def test_window_bounds_follow_the_reference_loop():
 @pytest.fixture(scope="module")
 def model_and_variables():
     config = load_config("configs/tiny.py")
+    # Window merging and masks do not depend on the depth: fewer layers, less to compile.
+    config.model.enc_layers, config.model.dec_layers = 1, 2
     model = IFC.from_config(config.model)
     frames = jnp.zeros((1, 2, 40, 56, 3), jnp.uint8)
     variables = jax.jit(model.init)(jax.random.key(0), frames, jnp.zeros((1, 2, 40, 56), bool))
@@ -337,7 +340,9 @@ def toy_workdir(tmp_path_factory):
     base = tmp_path_factory.mktemp("evaluate")
     root = str(base / "toy")
     generate_toy_dataset(root, seed=3, num_train=2, num_val=3, min_frames=4, max_frames=7)
-    config = load_config("configs/toy.py")
+    # The toy recipe at the tests' small sizes (what `evaluate` is given below too).
+    config = load_config("configs/toy.py", [override.removeprefix("--") for override in
+                                            SMALL_MODEL])
     config.data.root = root
     model = IFC.from_config(config.model)
     frames = np.zeros((1, 1, 64, 64, 3), np.uint8)
@@ -359,7 +364,7 @@ def test_evaluate_writes_results_and_metrics(toy_workdir, capsys):
     config, workdir, root = toy_workdir
     code = cli.main(["evaluate", "--config", "configs/toy.py", "--workdir", workdir, "--json",
                      f"--config.data.root={root}", "--config.data.dataset=ytvis19",
-                     "--config.inference.window_frames=3"])
+                     "--config.inference.window_frames=3", *SMALL_MODEL])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["videos"] == 3
@@ -391,7 +396,7 @@ def test_evaluate_refuses_a_class_count_mismatch_and_missing_weights(toy_workdir
     _, workdir, root = toy_workdir
     code = cli.main(["evaluate", "--config", "configs/toy.py", "--workdir", workdir,
                      f"--config.data.root={root}", "--config.data.dataset=ytvis19",
-                     "--config.model.num_classes=7"])
+                     "--config.model.num_classes=7", *SMALL_MODEL])
     err = capsys.readouterr().err
     assert code == 2 and "checkpoint does not fit" in err
     code = cli.main(["evaluate", "--config", "configs/toy.py", "--workdir", workdir + "-nope",

@@ -175,6 +175,9 @@ def test_resnet_paths_agree():
 def tiny_models():
     config = load_config("configs/tiny.py")
     config.model.backbone.freeze_at = 0  # let gradients reach the stem's max-pool too
+    # The kernels live in the backbone and the mask head; one encoder and two decoder layers
+    # keep every kind of transformer layer (and an aux output) at less to compile.
+    config.model.enc_layers, config.model.dec_layers = 1, 2
     model = IFC.from_config(config.model)
     models = {path: model.clone(kernels=path) for path in PATHS}
     rng = np.random.RandomState(0)
