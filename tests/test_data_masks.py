@@ -114,7 +114,10 @@ def test_bbox_of_mask():
 @pytest.mark.parametrize("segmentation, message", [
     ({"size": [5, 8], "counts": [40]}, "mask size 5x8 differs from the video's 6x8"),
     ({"size": [6, 8], "counts": [10, 3]}, "counts sum to 13"),
-    ({"size": [6, 8], "counts": [50, -2]}, "must not be negative"),
+    ({"size": [6, 8], "counts": [40, -2, 10]}, "must not be negative"),
+    ({"size": [6, 8], "counts": [2**70, 3]}, "must lie in 0..48"),  # numpy: OverflowError
+    # Four runs of 2**62 wrap an int64 sum around to 0: 0 + 48 = 48 would pass.
+    ({"size": [6, 8], "counts": [2**62] * 4 + [48]}, "must lie in 0..48"),
     ({"size": [6, 8], "counts": ""}, "non-empty string"),
     ({"size": [6, 8], "counts": "\u00e9"}, "characters '0'..'o'"),  # aborts pycocotools
     ({"size": [6, 8], "counts": "abc"}, "end in the middle of a number"),

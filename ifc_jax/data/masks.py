@@ -179,8 +179,13 @@ def check_segmentation(segmentation: Any, height: int, width: int) -> str:
         counts = segmentation["counts"]
         if kind == "rle":
             runs = compressed_rle_counts(counts)
-        elif all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        elif all(isinstance(c, int) and not isinstance(c, bool) and abs(c) <= height * width
+                 for c in counts):
             runs = np.asarray(counts, dtype=np.int64)
+        elif all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            # JSON integers have any size: beyond int64 numpy raises OverflowError.
+            raise SegmentationFormatError(f"RLE counts must lie in 0..{height * width} "
+                                          f"({height}x{width} pixels)")
         else:
             raise SegmentationFormatError("uncompressed RLE counts must be integers")
         check_run_totals(runs, np.zeros(runs.size, np.int64), 1, height, width)
