@@ -329,6 +329,53 @@ def test_padded_input_sizes_share_one_program_and_mask_the_padding(model_and_var
     assert predictor.run_windows._cache_size() == 1
 
 
+def test_chunk_inputs_are_the_frames_zero_padded_whatever_the_buffers_held(
+        model_and_variables, monkeypatch):
+    """Chunk buffers are not zero-filled as a whole: with every np.empty buffer full of 255
+    bytes, what `encode_frames` receives is still the frames on a zero canvas (spatial
+    padding and blank filler frames) with the padding mask, for `predict`'s chunks (a full
+    one, then a last one of 2 frames) and for packed videos flushed part-full."""
+    model, variables = model_and_variables
+    predictor = VideoPredictor(model, variables, window_frames=5, window_stride=5,
+                               match_threshold=0.05, pad_size_multiple=64)
+    empty = np.empty
+
+    def dirty_empty(*args, **kwargs):
+        array = empty(*args, **kwargs)
+        array.view(np.uint8).fill(255)
+        return array
+
+    received = []
+    encode = predictor.encode_frames
+
+    def recording(packed, pixels, padding):
+        received.append((np.array(pixels), np.array(padding)))
+        return encode(packed, pixels, padding)
+
+    predictor.encode_frames = recording
+    monkeypatch.setattr(np, "empty", dirty_empty)
+    height, width = 36, 52
+    video = _video(7, seed=5, height=height, width=width)
+    predictor.predict(iter(video), 7, (height, width), (height, width))
+    short = [_video(2, seed=6, height=height, width=width),
+             _video(1, seed=7, height=height, width=width)]
+    stream = PackedVideos(predictor)
+    handles = [stream.submit(iter(v), len(v), (height, width), (height, width))
+               for v in short]
+    for handle in handles:
+        handle.result()
+    monkeypatch.setattr(np, "empty", empty)
+    expected_chunks = [video[:5], video[5:], np.concatenate(short)]
+    assert len(received) == len(expected_chunks)
+    for (pixels, padding), frames in zip(received, expected_chunks, strict=True):
+        canvas = np.zeros((5, 64, 64, 3), np.uint8)
+        canvas[:len(frames), :height, :width] = frames
+        mask = np.ones((5, 64, 64), bool)
+        mask[:len(frames), :height, :width] = False
+        np.testing.assert_array_equal(pixels, canvas)
+        np.testing.assert_array_equal(padding, mask)
+
+
 @pytest.fixture(scope="module")
 def toy_workdir(tmp_path_factory):
     """A tiny toy split and a random-init checkpoint (class 0 favoured) in a workdir."""

@@ -31,6 +31,7 @@ from ifc_jax.inference.predictor import (
     PendingPrediction,
     VideoPredictor,
     VideoTracking,
+    blank_chunk,
     checked_frames,
     kept_instances,
     padded_input_size,
@@ -93,9 +94,9 @@ class PackedVideos:
             self.flush()
         if self._open is None:
             input_size = padded_input_size(height, width, predictor.pad_size_multiple)
-            self._open = _OpenChunk((height, width),
-                                    None if input_size == (height, width) else (height, width),
-                                    np.zeros((self._chunk_frames, *input_size, 3), np.uint8))
+            frame_size = None if input_size == (height, width) else (height, width)
+            self._open = _OpenChunk((height, width), frame_size,
+                                    blank_chunk(self._chunk_frames, input_size, frame_size))
         seconds = dict.fromkeys(STAGES, 0.0)
         video = _Video(self._next_index, self._open.fill, num_frames, (height, width),
                        predictor.tracking(num_frames, (height, width), output_size, seconds),
@@ -128,12 +129,14 @@ class PackedVideos:
     def _encode_open(self, seconds: dict[str, float]) -> None:
         """Dispatches the per-frame programs on the open chunk and opens the next one."""
         chunk = self._open
+        chunk.pixels[chunk.fill:] = 0  # blank filler frames after a flush
         self._features[self._next_index] = self._predictor.encode_chunk(
-            chunk.pixels[:chunk.fill], chunk.frame_size, seconds)
+            chunk.pixels, chunk.frame_size, seconds, chunk.fill)
         self._next_index += 1
         # A new buffer: the dispatched call may still read this one.
         self._open = _OpenChunk(chunk.resized_size, chunk.frame_size,
-                                np.zeros_like(chunk.pixels))
+                                blank_chunk(len(chunk.pixels), chunk.pixels.shape[1:3],
+                                            chunk.frame_size))
 
     def _dispatch_ready(self) -> None:
         """Dispatches the windows whose frames are all encoded; frees the chunks no waiting

@@ -129,28 +129,48 @@ def window_bounds(num_frames: int, window_frames: int, window_stride: int
         start += window_stride
 
 
-def pad_chunk(frames: np.ndarray, chunk: int, frame_size: tuple[int, int] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def pad_chunk(frames: np.ndarray, chunk: int, frame_size: tuple[int, int] | None = None,
+              count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The inputs of one `encode_frames` call from F <= chunk frames (F, H, W, 3) uint8.
 
     Returns pixels (chunk, H, W, 3), the frames followed by blank filler frames, and padding
     (chunk, H, W) bool, True on every pixel of the filler frames (so one compiled shape serves
     a video's last, shorter chunk) and, when the frames are only `frame_size` (h, w) at the
     top-left of a larger (H, W) (`pad_size_multiple`), on the pixels outside it.
+    count: given, `frames` is a whole chunk of which only the first `count` are frames and the
+    rest already blank (`blank_chunk`'s buffer), used as it is instead of copied.
     """
-    count = len(frames)
+    if count is None:
+        count = len(frames)
+    elif len(frames) != chunk or not 0 <= count <= chunk:
+        raise ValueError(f"count {count} of a buffer of {len(frames)} frames, not {chunk}")
     if count > chunk:
         raise ValueError(f"{count} frames do not fit a chunk of {chunk}")
     padding = np.zeros((chunk, *frames.shape[1:3]), bool)
     if frame_size is not None:
         padding[:, frame_size[0]:, :] = True
         padding[:, :, frame_size[1]:] = True
-    if count == chunk:
+    if len(frames) == chunk:
+        padding[count:] = True
         return frames, padding
     pixels = np.zeros((chunk, *frames.shape[1:]), np.uint8)
     pixels[:count] = frames
     padding[count:] = True
     return pixels, padding
+
+
+def blank_chunk(chunk: int, input_size: tuple[int, int], frame_size: tuple[int, int] | None
+                ) -> np.ndarray:
+    """A new (chunk, H, W, 3) uint8 buffer for frames of `frame_size` (h, w) (None: H x W):
+    zero outside the frames' (h, w) top-left corner (the spatial padding the model sees),
+    left uninitialised inside, where every used frame is written. Each dispatched chunk gets
+    a buffer of its own (the call may still read it after returning); zero-filling the whole
+    of it cost more host time than the frames' copy."""
+    pixels = np.empty((chunk, *input_size, 3), np.uint8)
+    if frame_size is not None:
+        pixels[:, frame_size[0]:] = 0
+        pixels[:, :frame_size[0], frame_size[1]:] = 0
+    return pixels
 
 
 def padded_input_size(height: int, width: int, multiple: int) -> tuple[int, int]:
@@ -544,7 +564,7 @@ class VideoPredictor:
         chunk = self.chunk_frames
         input_size = padded_input_size(height, width, self.pad_size_multiple)
         frame_size = None if input_size == (height, width) else (height, width)
-        buffer = np.zeros((chunk, *input_size, 3), np.uint8)
+        buffer = blank_chunk(chunk, input_size, frame_size)
         count = 0
         for frame in checked_frames(frames, height, width, seconds):
             buffer[count, :height, :width] = frame
@@ -552,19 +572,21 @@ class VideoPredictor:
             read[0] += 1
             if count == chunk:
                 yield self.encode_chunk(buffer, frame_size, seconds)
-                buffer = np.zeros_like(buffer)  # the dispatched call may still read it
+                buffer = blank_chunk(chunk, input_size, frame_size)
                 count = 0
         if count:
-            yield self.encode_chunk(buffer[:count], frame_size, seconds)
+            buffer[count:] = 0  # blank filler frames
+            yield self.encode_chunk(buffer, frame_size, seconds, count)
 
     def encode_chunk(self, frames: np.ndarray, frame_size: tuple[int, int] | None,
-                     seconds: dict[str, float]) -> dict[str, jax.Array]:
+                     seconds: dict[str, float], count: int | None = None
+                     ) -> dict[str, jax.Array]:
         """Dispatches `encode_frames` on F <= chunk_frames frames (`pad_chunk`'s arguments);
         the dispatch time is added to seconds["dispatch_chunks"]. Returns the chunk's
         features."""
         begin = time.perf_counter()
         features = self.encode_frames(self._packed,
-                                      *pad_chunk(frames, self.chunk_frames, frame_size))
+                                      *pad_chunk(frames, self.chunk_frames, frame_size, count))
         seconds["dispatch_chunks"] += time.perf_counter() - begin
         return features
 
