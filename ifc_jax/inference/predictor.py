@@ -302,9 +302,13 @@ class _FrameMasks:
         # small one (a near-online window's frame) stays one job, as every job has a fixed
         # cost: consecutive windows' jobs run side by side instead.
         parts = max(1, min(self._threads, len(keys) // MASKS_PER_JOB))
-        for part in np.array_split(np.arange(len(keys)), parts):
-            self._jobs.append(([keys[i] for i in part],
-                               self._pool.submit(self._encode, stacked[part])))
+        # np.array_split's parts (the first len % parts one longer), as slices: views, where
+        # its index arrays copied the whole batch.
+        size, longer = divmod(len(keys), parts)
+        bounds = [part * size + min(part, longer) for part in range(parts + 1)]
+        for first, end in zip(bounds[:-1], bounds[1:], strict=True):
+            self._jobs.append((keys[first:end],
+                               self._pool.submit(self._encode, stacked[first:end])))
 
     def segmentations(self, track_id: int) -> list[dict]:
         """The per-frame RLEs of a track (waits for the jobs still running)."""
