@@ -129,7 +129,6 @@ class PackedVideos:
     def _encode_open(self, seconds: dict[str, float]) -> None:
         """Dispatches the per-frame programs on the open chunk and opens the next one."""
         chunk = self._open
-        chunk.pixels[chunk.fill:] = 0  # blank filler frames after a flush
         self._features[self._next_index] = self._predictor.encode_chunk(
             chunk.pixels, chunk.frame_size, seconds, chunk.fill)
         self._next_index += 1

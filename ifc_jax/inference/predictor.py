@@ -137,8 +137,9 @@ def pad_chunk(frames: np.ndarray, chunk: int, frame_size: tuple[int, int] | None
     (chunk, H, W) bool, True on every pixel of the filler frames (so one compiled shape serves
     a video's last, shorter chunk) and, when the frames are only `frame_size` (h, w) at the
     top-left of a larger (H, W) (`pad_size_multiple`), on the pixels outside it.
-    count: given, `frames` is a whole chunk of which only the first `count` are frames and the
-    rest already blank (`blank_chunk`'s buffer), used as it is instead of copied.
+    count: given, `frames` is a whole chunk (`blank_chunk`'s buffer) of which only the first
+    `count` are frames: the rest are blanked in place and the buffer used as it is instead of
+    copied.
     """
     if count is None:
         count = len(frames)
@@ -151,7 +152,9 @@ def pad_chunk(frames: np.ndarray, chunk: int, frame_size: tuple[int, int] | None
         padding[:, frame_size[0]:, :] = True
         padding[:, :, frame_size[1]:] = True
     if len(frames) == chunk:
-        padding[count:] = True
+        if count < chunk:  # only a `count` buffer, never a caller's full chunk, is written
+            frames[count:] = 0
+            padding[count:] = True
         return frames, padding
     pixels = np.zeros((chunk, *frames.shape[1:]), np.uint8)
     pixels[:count] = frames
@@ -579,7 +582,6 @@ class VideoPredictor:
                 buffer = blank_chunk(chunk, input_size, frame_size)
                 count = 0
         if count:
-            buffer[count:] = 0  # blank filler frames
             yield self.encode_chunk(buffer, frame_size, seconds, count)
 
     def encode_chunk(self, frames: np.ndarray, frame_size: tuple[int, int] | None,
