@@ -44,6 +44,14 @@ def test_rle_round_trip_and_format():
         encode_rle(np.zeros((2, 3, 4), bool))
 
 
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (31, 1), (720, 1280), (2160, 3840)])
+def test_empty_rle_is_pycocotools_encoding_of_a_zero_mask(size):
+    zeros = np.zeros(size, np.uint8, order="F")
+    expected = mask_util.encode(zeros)
+    rle = empty_rle(*size)
+    assert rle == {"size": list(size), "counts": expected["counts"].decode("utf-8")}
+
+
 def test_track_masks_fill_missing_frames_with_empty_rle():
     store = TrackMasks(num_frames=4, height=6, width=5)
     mask = np.zeros((6, 5), bool)

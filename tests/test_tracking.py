@@ -331,6 +331,65 @@ def test_matches_dense_reference(seed, window, stride, length):
         np.testing.assert_allclose(track.class_probs, ref_class, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("window,stride,length", [
+    (6, 6, 20), (5, 7, 19), (6, 3, 17), (5, 1, 9), (8, 8, 8), (9, 9, 4)])
+def test_window_callback_and_frame_callback_give_each_mean_once(window, stride, length):
+    # Windows that share no frame with an earlier one go out whole (on_final_window); the
+    # others frame by frame. Together: every covered (track, frame) once, at the reference's
+    # mean; a frame that only one window covers is that window's logit, bit for bit.
+    rng = np.random.default_rng(window * 100 + stride)
+    objects = [(label, moving_box(length, int(rng.integers(0, 9)), int(rng.integers(0, 13)),
+                                  rng.normal(0, 0.3), rng.normal(0, 0.5)))
+               for label in range(3)]
+    windows = synthetic_windows(objects, length, window, stride, rng, noise=2.0, spurious=1)
+    frames, blocks = {}, []
+
+    def on_frame(track_id, frame, mean):
+        assert (track_id, frame) not in frames
+        frames[track_id, frame] = mean.copy()
+
+    def on_window(track_ids, start, means):
+        assert means.dtype == np.float64 and means.shape[:2] == (len(track_ids), min(
+            window, length - start))
+        blocks.append(start)
+        for track_id, track_means in zip(track_ids, means, strict=True):
+            for offset, mean in enumerate(track_means):
+                on_frame(track_id, start + offset, mean)
+
+    tracker = ClipTracker(length, 0.05, on_final_frame=on_frame, on_final_window=on_window)
+    covers = {}
+    for start, probs, logits in windows:
+        kept_probs, kept_logits = keep_object_queries(probs, logits)
+        tracker.add_window(start, kept_probs, kept_logits)
+        for offset in range(kept_logits.shape[1]):
+            covers.setdefault(start + offset, []).append(kept_logits[:, offset])
+    tracks = tracker.finish()
+    _, ref_means, ref_classes = reference_tracking(windows, length)
+    assert len(tracks) == len(ref_means) > 0
+    covered = {(track, t) for track, mean in enumerate(ref_means)
+               for t in np.flatnonzero(~np.isnan(mean[:, 0, 0]))}
+    assert set(frames) == covered
+    for (track, t), mean in frames.items():
+        np.testing.assert_allclose(mean, ref_means[track][t], rtol=0, atol=1e-5)
+        if len(covers[t]) == 1:  # one window only: its float32 logit, exactly
+            assert any(np.array_equal(mean, logit.astype(np.float64)) for logit in covers[t][0])
+    # Windows go out whole exactly when no other window shares their frames.
+    spans = [set(range(start, start + logits.shape[1])) for start, _, logits in windows]
+    alone = [start for index, (start, probs, _) in enumerate(windows)
+             if kept_query_mask(probs).any()
+             and not any(spans[index] & other for other in spans[:index] + spans[index + 1:])]
+    assert blocks == alone
+    assert (len(alone) > 0) == (stride >= window or len(windows) == 1)
+    for track, ref_class in zip(tracks, ref_classes, strict=True):
+        np.testing.assert_allclose(track.class_probs, ref_class, rtol=0, atol=1e-12)
+    assert tracker.retained_state()["dense_arrays"] == 0
+
+
+def test_window_callback_needs_frame_callback():
+    with pytest.raises(ValueError, match="on_final_frame"):
+        ClipTracker(5, 0.05, on_final_window=lambda *args: None)
+
+
 def test_more_than_50_tracks():
     # 64 small objects at once (the original's buffers stop at 50), then 20 more appear.
     rng = np.random.default_rng(4)

@@ -294,10 +294,10 @@ class _FrameMasks:
             self._seconds["masks_rle"] += time.perf_counter() - begin
         return rles
 
-    def add(self, keys: list[tuple[int, int]], logits: list[np.ndarray]) -> None:
+    def add(self, keys: list[tuple[int, int]], stacked: np.ndarray | None) -> None:
+        """Encodes the masks of `keys` from their (len(keys), h8, w8) mean logits."""
         if not keys:
             return
-        stacked = np.stack(logits)
         if self._pool is None:
             self._jobs.append((keys, self._encode(stacked)))
             return
@@ -353,16 +353,26 @@ class _FinishedFrames:
 
     def __init__(self):
         self._keys: list[tuple[int, int]] = []
-        self._logits: list[np.ndarray] = []
+        self._logits: list[np.ndarray] = []  # (n, h8, w8) each
 
     def add(self, track_id: int, frame_index: int, logits: np.ndarray) -> None:
         self._keys.append((track_id, frame_index))
-        self._logits.append(logits)
+        self._logits.append(logits[None])
 
-    def take(self) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
-        taken = self._keys, self._logits
+    def add_window(self, track_ids: list[int], start: int, logits: np.ndarray) -> None:
+        """A window's frames at once: logits (n, T', h8, w8), row i of track track_ids[i]."""
+        length = logits.shape[1]
+        self._keys.extend((track_id, start + offset)
+                          for track_id in track_ids for offset in range(length))
+        self._logits.append(logits.reshape(-1, *logits.shape[2:]))
+
+    def take(self) -> tuple[list[tuple[int, int]], np.ndarray | None]:
+        """The keys and their (len(keys), h8, w8) logits (None for no keys)."""
+        keys, logits = self._keys, self._logits
         self._keys, self._logits = [], []
-        return taken
+        if len(logits) <= 1:
+            return keys, logits[0] if logits else None
+        return keys, np.concatenate(logits)
 
 
 class VideoTracking:
@@ -383,7 +393,8 @@ class VideoTracking:
         # would make a reference cycle, and every video's tracks and RLEs would wait for the
         # garbage collector (whose passes then cost more the more results are held).
         self._tracker = ClipTracker(num_frames, match_threshold, self._finished.add,
-                                    valid_size=valid_size)
+                                    valid_size=valid_size,
+                                    on_final_window=self._finished.add_window)
 
     def add_window(self, start: int, class_probs: np.ndarray, mask_logits: np.ndarray,
                    mask_probs: np.ndarray | None = None) -> None:

@@ -54,6 +54,7 @@ SOFT_IOU_EPS = 1e-6  # in the sIoU denominator and the window-count divisor, as 
 MASK_STRIDE = 8
 
 FinalFrameCallback = Callable[[int, int, np.ndarray], None]
+FinalWindowCallback = Callable[[list[int], int, np.ndarray], None]
 
 
 def kept_query_mask(class_probs: np.ndarray) -> np.ndarray:
@@ -224,19 +225,34 @@ class ClipTracker:
     (track, frame) that some window assigned to the track covered, as soon as no later window
     can change it; frames no window assigned are empty masks. Without a callback the mean
     logits are kept and returned by `finish()` (convenient for short videos and tests).
+
+    A window that shares no frame with an earlier one (the first; every offline window) is
+    held whole: its frames' means are its own logits unless a later window overlaps it. If
+    none does, its frames go out together: to on_final_window(track_ids, start, mean_logits
+    (n, T', h8, w8) float64) when given (row i is track track_ids[i]), else frame by frame as
+    above. The values are the same either way; only the per-frame bookkeeping is skipped.
     """
 
     def __init__(self, num_frames: int, match_threshold: float,
                  on_final_frame: FinalFrameCallback | None = None,
-                 valid_size: tuple[int, int] | None = None):
+                 valid_size: tuple[int, int] | None = None,
+                 on_final_window: FinalWindowCallback | None = None):
         self.num_frames = num_frames
         # Cells of the stride-8 grid that cover the frame (stride8_valid_size): incoming
         # logits are cropped to them at once, so padding cells count neither in the soft
         # IoU (the original ran one unpadded video) nor in memory.
         self.valid_size = valid_size
         self.match_threshold = match_threshold
+        if on_final_window is not None and on_final_frame is None:
+            raise ValueError("on_final_window needs on_final_frame (for windows that overlap)")
         self._on_final_frame = on_final_frame
+        self._on_final_window = on_final_window
         self._windows: deque[_Window] = deque()
+        # Frames before this one have been covered by some window.
+        self._covered_until = 0
+        # The latest window if no earlier one covered any of its frames: (start, track ids,
+        # (n, T', h8, w8) float64 logits, which are also its frames' means).
+        self._held: tuple[int, list[int], np.ndarray] | None = None
         self._max_window_length = 0
         self._tracks: list[_Track] = []
         self._active: set[int] = set()  # tracks holding logit sums of non-final frames
@@ -279,6 +295,8 @@ class ClipTracker:
         matches = self._match(start, probs, sums)
 
         track_ids = []
+        # No frame of this window is in any running sum: it is held whole (class docstring).
+        hold = start >= self._covered_until
         for instance in range(len(mask_logits)):
             track_id = matches.get(instance)
             if track_id is None:
@@ -287,6 +305,9 @@ class ClipTracker:
             track = self._tracks[track_id]
             track.class_prob_sum += class_probs[instance]
             track.num_windows += 1
+            track_ids.append(track_id)
+            if hold:
+                continue
             for offset in range(length):
                 frame = start + offset
                 if frame in track.logit_sums:
@@ -296,7 +317,9 @@ class ClipTracker:
                     track.logit_sums[frame] = mask_logits[instance, offset].astype(np.float64)
                     track.window_counts[frame] = 1
             self._active.add(track_id)
-            track_ids.append(track_id)
+        if hold and track_ids:
+            self._held = (start, track_ids, mask_logits.astype(np.float64))
+        self._covered_until = max(self._covered_until, start + length)
         self._windows.append(_Window(start, length, track_ids, probs, sums))
         self._max_window_length = max(self._max_window_length, length)
         while len(self._windows) > self._max_window_length:
@@ -333,18 +356,45 @@ class ClipTracker:
 
     def _finalize_before(self, frame_limit: int) -> None:
         """Hands off every (track, frame < frame_limit) mean logit and frees its sum."""
+        if self._held is not None:
+            start, track_ids, logits = self._held
+            self._held = None
+            if frame_limit >= start + logits.shape[1]:
+                self._hand_off_window(start, track_ids, logits)
+            else:  # a later window overlaps it: its frames join the running sums
+                for track_id, track_logits in zip(track_ids, logits, strict=True):
+                    track = self._tracks[track_id]
+                    for offset, frame_logits in enumerate(track_logits):
+                        # A copy: a view would keep the whole window alive until its last
+                        # frame is final.
+                        track.logit_sums[start + offset] = frame_logits.copy()
+                        track.window_counts[start + offset] = 1
+                    self._active.add(track_id)
         for track_id in sorted(self._active):
             track = self._tracks[track_id]
             for frame in sorted(f for f in track.logit_sums if f < frame_limit):
-                mean = track.logit_sums.pop(frame) / track.window_counts.pop(frame)
-                if self._on_final_frame is not None:
-                    self._on_final_frame(track_id, frame, mean)
-                else:
-                    if track.final_logits is None:
-                        track.final_logits = {}
-                    track.final_logits[frame] = mean
+                self._hand_off_frame(track, frame, track.logit_sums.pop(frame)
+                                     / track.window_counts.pop(frame))
             if not track.logit_sums:
                 self._active.discard(track_id)
+
+    def _hand_off_window(self, start: int, track_ids: list[int], means: np.ndarray) -> None:
+        """A held window's final frames: means (n, T', h8, w8), row i of track track_ids[i]."""
+        if self._on_final_window is not None:
+            self._on_final_window(track_ids, start, means)
+            return
+        for track_id, track_means in zip(track_ids, means, strict=True):
+            for offset, mean in enumerate(track_means):
+                self._hand_off_frame(self._tracks[track_id], start + offset, mean)
+
+    def _hand_off_frame(self, track: _Track, frame: int, mean: np.ndarray) -> None:
+        """One final (h8, w8) mean: to on_final_frame, or kept for `finish()`."""
+        if self._on_final_frame is not None:
+            self._on_final_frame(track.track_id, frame, mean)
+        else:
+            if track.final_logits is None:
+                track.final_logits = {}
+            track.final_logits[frame] = mean
 
     def finish(self) -> list[FinishedTrack]:
         """Finalises the remaining frames and returns the tracks in creation order."""
@@ -360,6 +410,8 @@ class ClipTracker:
         """What the tracker holds now: windows, dense arrays and their bytes, tracks."""
         window_arrays = [a for w in self._windows if w.track_ids for a in (w.probs, w.sums)]
         pending = [a for t in self._active for a in self._tracks[t].logit_sums.values()]
+        if self._held is not None:
+            pending.append(self._held[2])
         kept = [a for t in self._tracks for a in (t.final_logits or {}).values()]
         return {"windows": len(self._windows), "tracks": len(self._tracks),
                 "active_tracks": len(self._active),
