@@ -344,17 +344,22 @@ def test_window_callback_and_frame_callback_give_each_mean_once(window, stride, 
     windows = synthetic_windows(objects, length, window, stride, rng, noise=2.0, spurious=1)
     frames, blocks = {}, []
 
-    def on_frame(track_id, frame, mean):
+    def record(track_id, frame, mean):
         assert (track_id, frame) not in frames
         frames[track_id, frame] = mean.copy()
 
+    def on_frame(track_id, frame, mean):
+        assert mean.dtype == np.float64
+        record(track_id, frame, mean)
+
     def on_window(track_ids, start, means):
-        assert means.dtype == np.float64 and means.shape[:2] == (len(track_ids), min(
+        # float32: the window's own logits, which are its frames' means exactly.
+        assert means.dtype == np.float32 and means.shape[:2] == (len(track_ids), min(
             window, length - start))
         blocks.append(start)
         for track_id, track_means in zip(track_ids, means, strict=True):
             for offset, mean in enumerate(track_means):
-                on_frame(track_id, start + offset, mean)
+                record(track_id, start + offset, mean)
 
     tracker = ClipTracker(length, 0.05, on_final_frame=on_frame, on_final_window=on_window)
     covers = {}
@@ -383,6 +388,21 @@ def test_window_callback_and_frame_callback_give_each_mean_once(window, stride, 
     for track, ref_class in zip(tracks, ref_classes, strict=True):
         np.testing.assert_allclose(track.class_probs, ref_class, rtol=0, atol=1e-12)
     assert tracker.retained_state()["dense_arrays"] == 0
+
+
+def test_held_window_is_a_copy_of_the_callers_logits():
+    rng = np.random.default_rng(8)
+    probs = np.stack([class_probs_for(label, rng) for label in (0, 1)])
+    logits = rng.normal(0, 1, (2, 4, *GRID)).astype(np.float32)
+    given = logits.copy()
+    tracker = ClipTracker(4, 0.05)
+    tracker.add_window(0, probs, logits)
+    logits[:] = 0.0  # the caller reuses its buffer before the video ends
+    tracks = tracker.finish()
+    for track, query in zip(tracks, (0, 1), strict=True):
+        for t in range(4):
+            assert track.frame_logits[t].dtype == np.float64
+            np.testing.assert_array_equal(track.frame_logits[t], given[query, t])
 
 
 def test_window_callback_needs_frame_callback():

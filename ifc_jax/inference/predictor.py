@@ -353,7 +353,7 @@ class _FinishedFrames:
 
     def __init__(self):
         self._keys: list[tuple[int, int]] = []
-        self._logits: list[np.ndarray] = []  # (n, h8, w8) each
+        self._logits: list[np.ndarray] = []  # (n, h8, w8) each, float64 or float32
 
     def add(self, track_id: int, frame_index: int, logits: np.ndarray) -> None:
         self._keys.append((track_id, frame_index))
@@ -367,7 +367,9 @@ class _FinishedFrames:
         self._logits.append(logits.reshape(-1, *logits.shape[2:]))
 
     def take(self) -> tuple[list[tuple[int, int]], np.ndarray | None]:
-        """The keys and their (len(keys), h8, w8) logits (None for no keys)."""
+        """The keys and their (len(keys), h8, w8) logits (None for no keys): float32 when all
+        came in one window's block (`ClipTracker`'s held windows), else float64; the mask
+        encoders take either (the values are the same)."""
         keys, logits = self._keys, self._logits
         self._keys, self._logits = [], []
         if len(logits) <= 1:

@@ -183,13 +183,21 @@ def hungarian_matches(scores: np.ndarray, threshold: float) -> list[tuple[int, i
 @dataclass
 class _Window:
     """A processed window kept for matching: probs[i] (T', h8, w8) float32 and sums[i] (T',)
-    its per-frame sums (`frame_sums`) belong to track track_ids[i]."""
+    its per-frame sums (`frame_sums`) belong to track track_ids[i]. The sums are computed the
+    first time a later window shares frames with it (`frame_sums_of`): offline windows never
+    do."""
 
     start: int
     length: int
     track_ids: list[int]
     probs: np.ndarray  # (n, T', h8, w8)
-    sums: np.ndarray  # (n, T')
+    sums: np.ndarray | None = None  # (n, T')
+
+    def frame_sums_of(self) -> np.ndarray:
+        """sums, computed now if not yet."""
+        if self.sums is None:
+            self.sums = frame_sums(self.probs)
+        return self.sums
 
 
 @dataclass
@@ -229,8 +237,9 @@ class ClipTracker:
     A window that shares no frame with an earlier one (the first; every offline window) is
     held whole: its frames' means are its own logits unless a later window overlaps it. If
     none does, its frames go out together: to on_final_window(track_ids, start, mean_logits
-    (n, T', h8, w8) float64) when given (row i is track track_ids[i]), else frame by frame as
-    above. The values are the same either way; only the per-frame bookkeeping is skipped.
+    (n, T', h8, w8)) when given (row i is track track_ids[i]; float32, the window's logits,
+    which are the means exactly), else frame by frame as above. The values are the same
+    either way; only the per-frame bookkeeping is skipped.
     """
 
     def __init__(self, num_frames: int, match_threshold: float,
@@ -251,7 +260,7 @@ class ClipTracker:
         # Frames before this one have been covered by some window.
         self._covered_until = 0
         # The latest window if no earlier one covered any of its frames: (start, track ids,
-        # (n, T', h8, w8) float64 logits, which are also its frames' means).
+        # (n, T', h8, w8) float32 logits, which are also its frames' means).
         self._held: tuple[int, list[int], np.ndarray] | None = None
         self._max_window_length = 0
         self._tracks: list[_Track] = []
@@ -291,8 +300,8 @@ class ClipTracker:
         self._finalize_before(start)
         self._last_start = start
         probs = sigmoid(mask_logits) if mask_probs is None else mask_probs  # float32
-        sums = frame_sums(probs)
-        matches = self._match(start, probs, sums)
+        window = _Window(start, length, [], probs)
+        matches = self._match(window)
 
         track_ids = []
         # No frame of this window is in any running sum: it is held whole (class docstring).
@@ -318,16 +327,19 @@ class ClipTracker:
                     track.window_counts[frame] = 1
             self._active.add(track_id)
         if hold and track_ids:
-            self._held = (start, track_ids, mask_logits.astype(np.float64))
+            # A copy (the caller's array may change), float32 as given: a mean of one
+            # window's logit is that logit, and the mask encoders take float32.
+            self._held = (start, track_ids, np.array(mask_logits, np.float32))
         self._covered_until = max(self._covered_until, start + length)
-        self._windows.append(_Window(start, length, track_ids, probs, sums))
+        window.track_ids = track_ids
+        self._windows.append(window)
         self._max_window_length = max(self._max_window_length, length)
         while len(self._windows) > self._max_window_length:
             self._windows.popleft()
 
-    def _match(self, start: int, probs: np.ndarray, sums: np.ndarray) -> dict[int, int]:
-        """instance index -> existing track id, for the matched instances of a new window
-        (probs (n, T', h8, w8), sums (n, T') its `frame_sums`)."""
+    def _match(self, new_window: _Window) -> dict[int, int]:
+        """instance index -> existing track id, for the matched instances of a new window."""
+        start, probs = new_window.start, new_window.probs
         num_instances, length = probs.shape[:2]
         if num_instances == 0:
             return {}
@@ -341,8 +353,8 @@ class ClipTracker:
                 continue  # no shared frame: this window adds nothing to any track
             old = slice(first - window.start, last - window.start)
             new = slice(first - start, last - start)
-            siou = soft_iou(window.probs[:, old], probs[:, new], window.sums[:, old],
-                            sums[:, new])
+            siou = soft_iou(window.probs[:, old], probs[:, new], window.frame_sums_of()[:, old],
+                            new_window.frame_sums_of()[:, new])
             for row, track_id in enumerate(window.track_ids):
                 siou_sums[track_id] = siou_sums.get(track_id, 0.0) + siou[row]
                 valid_windows[track_id] = valid_windows.get(track_id, 0) + 1
@@ -365,9 +377,7 @@ class ClipTracker:
                 for track_id, track_logits in zip(track_ids, logits, strict=True):
                     track = self._tracks[track_id]
                     for offset, frame_logits in enumerate(track_logits):
-                        # A copy: a view would keep the whole window alive until its last
-                        # frame is final.
-                        track.logit_sums[start + offset] = frame_logits.copy()
+                        track.logit_sums[start + offset] = frame_logits.astype(np.float64)
                         track.window_counts[start + offset] = 1
                     self._active.add(track_id)
         for track_id in sorted(self._active):
@@ -379,13 +389,15 @@ class ClipTracker:
                 self._active.discard(track_id)
 
     def _hand_off_window(self, start: int, track_ids: list[int], means: np.ndarray) -> None:
-        """A held window's final frames: means (n, T', h8, w8), row i of track track_ids[i]."""
+        """A held window's final frames: means (n, T', h8, w8) float32 (its logits), row i of
+        track track_ids[i]."""
         if self._on_final_window is not None:
             self._on_final_window(track_ids, start, means)
             return
         for track_id, track_means in zip(track_ids, means, strict=True):
             for offset, mean in enumerate(track_means):
-                self._hand_off_frame(self._tracks[track_id], start + offset, mean)
+                self._hand_off_frame(self._tracks[track_id], start + offset,
+                                     mean.astype(np.float64))
 
     def _hand_off_frame(self, track: _Track, frame: int, mean: np.ndarray) -> None:
         """One final (h8, w8) mean: to on_final_frame, or kept for `finish()`."""
@@ -408,7 +420,8 @@ class ClipTracker:
 
     def retained_state(self) -> dict[str, int]:
         """What the tracker holds now: windows, dense arrays and their bytes, tracks."""
-        window_arrays = [a for w in self._windows if w.track_ids for a in (w.probs, w.sums)]
+        window_arrays = [a for w in self._windows if w.track_ids for a in (w.probs, w.sums)
+                         if a is not None]
         pending = [a for t in self._active for a in self._tracks[t].logit_sums.values()]
         if self._held is not None:
             pending.append(self._held[2])
