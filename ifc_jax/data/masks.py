@@ -260,14 +260,24 @@ def encode_rle(mask: np.ndarray) -> dict:
             "counts": rle["counts"].decode("utf-8")}
 
 
+def rles_from_runs(runs: Sequence[Sequence[int] | np.ndarray], height: int, width: int
+                   ) -> list[dict]:
+    """JSON-ready compressed RLEs of (height, width) masks from each mask's run lengths
+    (off, on, ... column-major from the first pixel), compressed by pycocotools."""
+    if not runs:  # pycocotools cannot take an empty list
+        return []
+    encoded = mask_util.frPyObjects([{"size": [height, width], "counts": r} for r in runs],
+                                    height, width)
+    return [{"size": [int(height), int(width)], "counts": rle["counts"].decode("utf-8")}
+            for rle in encoded]
+
+
 def empty_rle(height: int, width: int) -> dict:
     """The compressed RLE of an all-zero (height, width) mask: its one run of zeros,
     compressed (scanning a 720p frame of zeros for it took a millisecond per video)."""
     if height < 0 or width < 0:
         raise ValueError(f"negative mask size {height}x{width}")
-    rle = mask_util.frPyObjects([{"size": [height, width], "counts": [height * width]}],
-                                height, width)[0]
-    return {"size": [int(height), int(width)], "counts": rle["counts"].decode("utf-8")}
+    return rles_from_runs([[height * width]], height, width)[0]
 
 
 def rle_areas(rles: Sequence[dict]) -> np.ndarray:

@@ -41,8 +41,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from pycocotools import mask as mask_util
 
+from ifc_jax.data.masks import rles_from_runs
 from ifc_jax.inference.rle_upsample import run_lengths
 from ifc_jax.inference.tracking import bilinear_taps
 
@@ -220,7 +220,4 @@ class DeviceRleEncoder:
             runs = np.asarray(self._pack(found, max_runs=max_runs))
             counts = [runs[index, :toggles + 1]
                       for index, toggles in enumerate(toggle_counts.tolist())]
-        encoded = mask_util.frPyObjects(
-            [{"size": [height, width], "counts": c} for c in counts], height, width)
-        return [{"size": [height, width], "counts": rle["counts"].decode("utf-8")}
-                for rle in encoded]
+        return rles_from_runs(counts, height, width)

@@ -37,11 +37,12 @@ differ from that reference only where the interpolated value is within float64 r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 from pycocotools import mask as mask_util
 
+from ifc_jax.data.masks import rles_from_runs
 from ifc_jax.inference.tracking import bilinear_taps
 
 # Estimated host time (ns, fitted to measurements on a CPU; only their ratios decide) of the
@@ -138,7 +139,7 @@ class RleUpsampler:
             if self.dense_encoder is not None:
                 return self.dense_encoder(logits)
             return self._dense_rles(values)
-        return self._compress(self._outline_counts(values, mixed))
+        return rles_from_runs(self._outline_counts(values, mixed), *self.output_size)
 
     def choose_dense(self, mixed: np.ndarray) -> bool:
         """Whether the dense path (the `dense_encoder` if given) is estimated cheaper than the
@@ -289,11 +290,6 @@ class RleUpsampler:
                 return row
             row[down] -= 1
             row[up] += 1
-
-    def _compress(self, counts: Sequence[np.ndarray]) -> list[dict]:
-        height, width = self.output_size
-        return self._json_rles(mask_util.frPyObjects(
-            [{"size": [height, width], "counts": c} for c in counts], height, width))
 
     def _json_rles(self, encoded: list[dict]) -> list[dict]:
         """pycocotools' compressed RLEs (bytes counts) -> JSON-ready ones of the output size."""

@@ -315,17 +315,8 @@ class ClipTracker:
             track.class_prob_sum += class_probs[instance]
             track.num_windows += 1
             track_ids.append(track_id)
-            if hold:
-                continue
-            for offset in range(length):
-                frame = start + offset
-                if frame in track.logit_sums:
-                    track.logit_sums[frame] += mask_logits[instance, offset]
-                    track.window_counts[frame] += 1
-                else:
-                    track.logit_sums[frame] = mask_logits[instance, offset].astype(np.float64)
-                    track.window_counts[frame] = 1
-            self._active.add(track_id)
+            if not hold:
+                self._add_to_sums(track, start, mask_logits[instance])
         if hold and track_ids:
             # A copy (the caller's array may change), float32 as given: a mean of one
             # window's logit is that logit, and the mask encoders take float32.
@@ -366,6 +357,18 @@ class ClipTracker:
         return {col: track_ids[row]
                 for row, col in hungarian_matches(scores, self.match_threshold)}
 
+    def _add_to_sums(self, track: _Track, start: int, logits: np.ndarray) -> None:
+        """Adds one window's (T', h8, w8) logits of `track` to its per-frame sums."""
+        for offset, frame_logits in enumerate(logits):
+            frame = start + offset
+            if frame in track.logit_sums:
+                track.logit_sums[frame] += frame_logits
+                track.window_counts[frame] += 1
+            else:
+                track.logit_sums[frame] = frame_logits.astype(np.float64)
+                track.window_counts[frame] = 1
+        self._active.add(track.track_id)
+
     def _finalize_before(self, frame_limit: int) -> None:
         """Hands off every (track, frame < frame_limit) mean logit and frees its sum."""
         if self._held is not None:
@@ -375,11 +378,7 @@ class ClipTracker:
                 self._hand_off_window(start, track_ids, logits)
             else:  # a later window overlaps it: its frames join the running sums
                 for track_id, track_logits in zip(track_ids, logits, strict=True):
-                    track = self._tracks[track_id]
-                    for offset, frame_logits in enumerate(track_logits):
-                        track.logit_sums[start + offset] = frame_logits.astype(np.float64)
-                        track.window_counts[start + offset] = 1
-                    self._active.add(track_id)
+                    self._add_to_sums(self._tracks[track_id], start, track_logits)
         for track_id in sorted(self._active):
             track = self._tracks[track_id]
             for frame in sorted(f for f in track.logit_sums if f < frame_limit):
