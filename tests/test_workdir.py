@@ -184,21 +184,25 @@ def test_the_lock_holder_refreshes_its_lock(tmp_path, monkeypatch):
     assert not (tmp_path / LOCK_FILE).exists()
 
 
-def _limit_file_size():
-    """In the child: files may not grow past 2 KiB, and a write past it fails with EFBIG
-    (instead of the default SIGXFSZ kill), as on a full disk."""
-    import resource
-    import signal
-
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+# Run in the child before main.py: files may not grow past 2 KiB, and a write past it fails
+# with EFBIG, as on a full disk (SIGXFSZ ignored, as CPython sets it anyway, so it is no
+# kill). Set there rather than through subprocess's preexec_fn, which runs between fork and
+# exec in this multithreaded (JAX) process and may deadlock there.
+_LIMITED_MAIN = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+sys.argv = ["main.py", *sys.argv[1:]]
+runpy.run_path("main.py", run_name="__main__")
+"""
 
 
 def test_a_write_the_machine_refuses_is_one_error_line_and_leaves_no_part_file(tmp_path):
     workdir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "main.py", "train", "--config", "tiny", "--workdir", str(workdir)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=_limit_file_size,
+        [sys.executable, "-c", _LIMITED_MAIN, "train", "--config", "tiny", "--workdir",
+         str(workdir)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2",
                  IFC_JAX_COMPILATION_CACHE="off", PYTHONDONTWRITEBYTECODE="1"))
     assert proc.returncode == 2, proc.stderr[-2000:]
