@@ -255,9 +255,8 @@ def encode_rle(mask: np.ndarray) -> dict:
     (JSON-ready). ValueError for an array that is not 2-D."""
     if mask.ndim != 2:
         raise ValueError(f"expected a (H, W) mask, got shape {mask.shape}")
-    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])],
-            "counts": rle["counts"].decode("utf-8")}
+    return json_rles([mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))],
+                     *mask.shape)[0]
 
 
 def rles_from_runs(runs: Sequence[Sequence[int] | np.ndarray], height: int, width: int
@@ -266,8 +265,13 @@ def rles_from_runs(runs: Sequence[Sequence[int] | np.ndarray], height: int, widt
     (off, on, ... column-major from the first pixel), compressed by pycocotools."""
     if not runs:  # pycocotools cannot take an empty list
         return []
-    encoded = mask_util.frPyObjects([{"size": [height, width], "counts": r} for r in runs],
-                                    height, width)
+    return json_rles(mask_util.frPyObjects(
+        [{"size": [height, width], "counts": r} for r in runs], height, width), height, width)
+
+
+def json_rles(encoded: Sequence[dict], height: int, width: int) -> list[dict]:
+    """pycocotools' compressed RLEs (bytes counts) of (height, width) masks -> JSON-ready
+    ones ({"size": [H, W], "counts": utf-8 str})."""
     return [{"size": [int(height), int(width)], "counts": rle["counts"].decode("utf-8")}
             for rle in encoded]
 

@@ -42,7 +42,7 @@ from collections.abc import Callable
 import numpy as np
 from pycocotools import mask as mask_util
 
-from ifc_jax.data.masks import rles_from_runs
+from ifc_jax.data.masks import json_rles, rles_from_runs
 from ifc_jax.inference.tracking import bilinear_taps
 
 # Estimated host time (ns, fitted to measurements on a CPU; only their ratios decide) of the
@@ -250,7 +250,7 @@ class RleUpsampler:
                           out=surface[row:row + columns_per_product])
             masks = (surface > 0.0).view(np.uint8).reshape(len(by_column), width, height)
             # (n, W, H) in C order is (H, W, n) in the Fortran order pycocotools reads.
-            rles += self._json_rles(mask_util.encode(masks.transpose(2, 1, 0)))
+            rles += json_rles(mask_util.encode(masks.transpose(2, 1, 0)), *self.output_size)
         return rles
 
     def _toggle_keys(self, masks: np.ndarray, rows: np.ndarray, columns: np.ndarray,
@@ -290,10 +290,3 @@ class RleUpsampler:
                 return row
             row[down] -= 1
             row[up] += 1
-
-    def _json_rles(self, encoded: list[dict]) -> list[dict]:
-        """pycocotools' compressed RLEs (bytes counts) -> JSON-ready ones of the output size."""
-        height, width = self.output_size
-        return [{"size": [height, width], "counts": rle["counts"].decode("utf-8")}
-                for rle in encoded]
-
